@@ -1,0 +1,118 @@
+"""`trainlens serve | worker | migrate | train`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from app.config import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {
+        name: value
+        for name, value in (
+            ("host", getattr(args, "host", None)),
+            ("port", getattr(args, "port", None)),
+            ("data_dir", getattr(args, "data_dir", None)),
+            ("database_url", getattr(args, "database_url", None)),
+        )
+        if value is not None
+    }
+    if getattr(args, "no_worker", False):
+        overrides["embedded_worker"] = False
+    if getattr(args, "auto_migrate", False):
+        overrides["auto_migrate"] = True
+    return Settings(**overrides)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.db import make_engine
+    from app.main import create_app
+    from app.migrations import SchemaOutOfDate, check_schema
+
+    settings = _settings(args)
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        check_schema(engine, settings.resolved_database_url, settings.auto_migrate)
+    except SchemaOutOfDate as error:
+        print(f"trainlens: {error}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    app = create_app(settings)
+    print(f"trainlens: serving http://{settings.host}:{settings.port}", file=sys.stderr)
+    # Live streams never end on their own; browsers reconnect and resume, so a restart
+    # waits only briefly for them.
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=2,
+    )
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from app.migrations import upgrade_to_head
+
+    settings = _settings(args)
+    revision = upgrade_to_head(settings.resolved_database_url)
+    print(f"trainlens: database at schema revision {revision}")
+    return 0
+
+
+def cmd_train(argv: list[str]) -> int:
+    from trainer.cli import main as train_main
+
+    return train_main(argv)
+
+
+def _add_storage_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, help="default ./var (TRAINLENS_DATA_DIR)")
+    parser.add_argument("--database-url", help="default SQLite under the data dir")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trainlens", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="the API and the dashboard (and a local worker)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    _add_storage_args(serve)
+    serve.add_argument("--no-worker", action="store_true", help="do not start a local worker")
+    serve.add_argument(
+        "--auto-migrate",
+        action="store_true",
+        help="apply migrations first (TRAINLENS_AUTO_MIGRATE)",
+    )
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(handler=cmd_serve)
+
+    migrate = commands.add_parser("migrate", help="bring the database schema up to date")
+    _add_storage_args(migrate)
+    migrate.set_defaults(handler=cmd_migrate)
+
+    commands.add_parser("train", help="train a model on its own (see `trainlens train -h`)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    if argv and argv[0] == "train":
+        # The trainer owns its flags (one per TrainConfig field).
+        return cmd_train(argv[1:])
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

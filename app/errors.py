@@ -1,0 +1,81 @@
+"""The one application error type, and the handlers that render every error as
+{"detail": ...} so a client always learns what was wrong with its input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from app.jsonutil import sanitize
+
+
+class AppError(Exception):
+    def __init__(self, status_code: int, detail: Any) -> None:
+        super().__init__(detail)
+        self.status_code = status_code
+        self.detail = detail
+
+
+def not_found(what: str, ident: object) -> AppError:
+    return AppError(404, f"{what} {ident} not found")
+
+
+def conflict(message: str) -> AppError:
+    return AppError(409, message)
+
+
+def invalid(field: str, message: str) -> AppError:
+    """A 422 in the same shape FastAPI gives for body validation errors."""
+    return AppError(422, [{"loc": field.split("."), "field": field, "msg": message}])
+
+
+def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
+    """("body", "rows", 3, "metrics", "train/loss") -> "rows[3].metrics.train/loss"."""
+    path = ""
+    for part in loc:
+        if part in ("body", "query", "path", "header") and not path:
+            continue
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def validation_detail(errors: list[Any], prefix: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    detail = []
+    for error in errors:
+        loc = (*prefix, *error.get("loc", ()))
+        message = str(error.get("msg", "invalid"))
+        # pydantic prefixes messages of ValueErrors raised in validators; the field
+        # path already says where, so keep the reason plain.
+        message = message.removeprefix("Value error, ")
+        path = field_path(loc)
+        detail.append(
+            {
+                "loc": list(loc),
+                "field": path,
+                "msg": f"{path}: {message}" if path else message,
+                "type": error.get("type", "value_error"),
+            }
+        )
+    return detail
+
+
+def from_validation_error(error: ValidationError, prefix: tuple[Any, ...]) -> AppError:
+    return AppError(422, validation_detail(error.errors(include_url=False), prefix))  # type: ignore[arg-type]
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def _app_error(_request: Request, error: AppError) -> JSONResponse:
+        return JSONResponse({"detail": sanitize(error.detail)}, status_code=error.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_validation(_request: Request, error: RequestValidationError) -> JSONResponse:
+        detail = validation_detail(list(error.errors()))
+        return JSONResponse({"detail": sanitize(detail)}, status_code=422)

@@ -1,0 +1,26 @@
+"""Response shapes of the finding endpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class FindingOut(BaseModel):
+    id: int
+    run_id: int
+    code: str
+    title: str
+    severity: str
+    state: str
+    first_step: int | None
+    last_step: int | None
+    evidence: dict[str, Any]
+    explanation: str
+    fix: str
+    linked_finding_id: int | None
+    created_at: float
+    updated_at: float
+    resolved_at: float | None
+    acknowledged_at: float | None

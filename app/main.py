@@ -1,0 +1,90 @@
+"""The application factory: routers under /api, the dashboard at /, offline /docs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import plotly
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
+from sqlalchemy import text
+
+from app.config import Settings, get_settings
+from app.datasets.router import router as datasets_router
+from app.db import Database
+from app.errors import install_error_handlers
+from app.findings.router import router as findings_router
+from app.metrics.cache import SeriesCache
+from app.metrics.router import router as metrics_router
+from app.metrics.store import MetricStore
+from app.middleware import ServerTiming, TokenAuth
+from app.migrations import check_schema, current_revision
+from app.runs.router import router as runs_router
+from app.stream.hub import EventHub
+from app.stream.router import router as stream_router
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
+VERSION = "0.1.0"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    db = Database(settings.resolved_database_url)
+    store = MetricStore(db)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await anyio.to_thread.run_sync(check_schema, db.engine, db.url, settings.auto_migrate)
+        await app.state.hub.start()
+        try:
+            yield
+        finally:
+            await app.state.hub.stop()
+            db.dispose()
+
+    app = FastAPIOffline(
+        title="trainlens",
+        version=VERSION,
+        description="Diagnostics for transformer language-model training.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = db
+    app.state.store = store
+    app.state.cache = SeriesCache(
+        store, settings.series_cache_mb * 1024 * 1024, settings.event_retention_seconds
+    )
+    app.state.hub = EventHub(db, settings.stream_poll_seconds, settings.event_retention_seconds)
+    install_error_handlers(app)
+    for router in (runs_router, metrics_router, findings_router, datasets_router, stream_router):
+        app.include_router(router, prefix="/api")
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        """Liveness, and the database schema revision."""
+        with db.session() as session:
+            session.execute(text("SELECT 1"))
+        return {
+            "status": "ok",
+            "version": VERSION,
+            "database": db.engine.dialect.name,
+            "schema_revision": current_revision(db.engine) or "none",
+        }
+
+    @app.get("/vendor/plotly.min.js", include_in_schema=False)
+    def plotly_js() -> FileResponse:
+        # Served from the installed plotly package: the dashboard needs no CDN.
+        return FileResponse(PLOTLY_JS, media_type="text/javascript")
+
+    if STATIC_DIR.is_dir():
+        app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static")
+
+    app.add_middleware(TokenAuth, token=settings.token)
+    app.add_middleware(ServerTiming)
+    return app

@@ -1,0 +1,137 @@
+"""Series held in memory as numpy arrays, kept in step with the database through the
+change feed.
+
+Reading a million rows out of SQLite costs about a second; slicing and downsampling
+arrays costs milliseconds. A live dashboard asks for the same series again and again,
+so the API keeps them here. Each entry remembers the last event it has seen for its
+run; on every read it checks the feed (one indexed lookup) and either appends the new
+tail or, when a write rewrote older steps (a resumed run), reloads the series.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.metrics.store import MetricStore, Series
+from app.models import Event
+
+
+@dataclass(slots=True)
+class _Entry:
+    series: Series
+    synced_event_id: int
+    synced_at: float
+
+
+class SeriesCache:
+    def __init__(self, store: MetricStore, max_bytes: int, event_retention_seconds: float) -> None:
+        self.store = store
+        self.max_bytes = max_bytes
+        # Past this age an entry may have missed pruned events, so it is reloaded.
+        self.max_age = event_retention_seconds / 2
+        self._entries: OrderedDict[tuple[int, int], _Entry] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.loads = 0  # full reads from the database, for tests and benchmarks
+
+    def get_many(self, session: Session, run_id: int, key_ids: Iterable[int]) -> dict[int, Series]:
+        key_ids = list(key_ids)
+        head = session.scalar(select(func.max(Event.id)).where(Event.run_id == run_id)) or 0
+        now = time.monotonic()
+        stale: list[tuple[int, _Entry]] = []
+        result: dict[int, Series] = {}
+        for key_id in key_ids:
+            entry = self._lookup(run_id, key_id)
+            if entry is None or now - entry.synced_at > self.max_age:
+                result[key_id] = self._load(session, run_id, key_id, head)
+            elif entry.synced_event_id == head:
+                result[key_id] = entry.series
+            else:
+                stale.append((key_id, entry))
+        if stale:
+            since = min(entry.synced_event_id for _, entry in stale)
+            touched = self._touched_since(session, run_id, since, head)
+            for key_id, entry in stale:
+                result[key_id] = self._catch_up(session, run_id, key_id, entry, touched, head)
+        return result
+
+    def drop_run(self, run_id: int) -> None:
+        with self._lock:
+            for cache_key in [k for k in self._entries if k[0] == run_id]:
+                self._bytes -= self._entries.pop(cache_key).series.nbytes
+
+    def _lookup(self, run_id: int, key_id: int) -> _Entry | None:
+        with self._lock:
+            entry = self._entries.get((run_id, key_id))
+            if entry is not None:
+                self._entries.move_to_end((run_id, key_id))
+            return entry
+
+    def _touched_since(
+        self, session: Session, run_id: int, since: int, head: int
+    ) -> list[tuple[int, dict[str, int]]]:
+        """(event id, {key name: first step written}) for points events in (since, head]."""
+        rows = session.execute(
+            select(Event.id, Event.payload)
+            .where(Event.run_id == run_id, Event.kind == "points")
+            .where(Event.id > since, Event.id <= head)
+            .order_by(Event.id)
+        ).all()
+        touched = []
+        for event_id, payload in rows:
+            keys = json.loads(payload)["keys"]
+            touched.append((event_id, {name: info["first"] for name, info in keys.items()}))
+        return touched
+
+    def _catch_up(
+        self,
+        session: Session,
+        run_id: int,
+        key_id: int,
+        entry: _Entry,
+        touched: list[tuple[int, dict[str, int]]],
+        head: int,
+    ) -> Series:
+        name = self.store.key_name(session, key_id)
+        firsts = [
+            keys[name]
+            for event_id, keys in touched
+            if event_id > entry.synced_event_id and name in keys
+        ]
+        if not firsts:
+            self._store(run_id, key_id, _Entry(entry.series, head, entry.synced_at))
+            return entry.series
+        known_last = int(entry.series.steps[-1]) if len(entry.series.steps) else -1
+        if min(firsts) <= known_last:
+            return self._load(session, run_id, key_id, head)
+        tail = self.store.read_series(session, run_id, key_id, after_step=known_last)
+        series = entry.series.concat(tail)
+        self._store(run_id, key_id, _Entry(series, head, entry.synced_at))
+        return series
+
+    def _load(self, session: Session, run_id: int, key_id: int, head: int) -> Series:
+        series = self.store.read_series(session, run_id, key_id)
+        self.loads += 1
+        self._store(run_id, key_id, _Entry(series, head, time.monotonic()))
+        return series
+
+    def _store(self, run_id: int, key_id: int, entry: _Entry) -> None:
+        if entry.series.nbytes > self.max_bytes:
+            return
+        with self._lock:
+            old = self._entries.pop((run_id, key_id), None)
+            if old is not None:
+                self._bytes -= old.series.nbytes
+            self._entries[(run_id, key_id)] = entry
+            self._bytes += entry.series.nbytes
+            while self._bytes > self.max_bytes and self._entries:
+                _, evicted = self._entries.popitem(last=False)
+                self._bytes -= evicted.series.nbytes

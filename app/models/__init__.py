@@ -1,0 +1,33 @@
+"""Typed SQLAlchemy models. Importable without FastAPI, so the worker can use them."""
+
+from app.models.base import Base
+from app.models.dataset import Dataset
+from app.models.finding import Finding, RuleState
+from app.models.metric import Event, Metric, MetricKey, NonFinite, RunSeries, Sample
+from app.models.run import (
+    ACTIVE_STATUSES,
+    FINISHED_STATUSES,
+    RESUMABLE_STATUSES,
+    Run,
+    RunSource,
+    RunStatus,
+)
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "FINISHED_STATUSES",
+    "RESUMABLE_STATUSES",
+    "Base",
+    "Dataset",
+    "Event",
+    "Finding",
+    "Metric",
+    "MetricKey",
+    "NonFinite",
+    "RuleState",
+    "Run",
+    "RunSource",
+    "RunSeries",
+    "RunStatus",
+    "Sample",
+]

@@ -1,0 +1,267 @@
+"""Creating, listing and steering runs."""
+
+from __future__ import annotations
+
+import shutil
+from collections import defaultdict
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.errors import conflict, from_validation_error, invalid, not_found
+from app.events import EventKind, publish
+from app.jsonutil import encode_float
+from app.metrics.cache import SeriesCache
+from app.metrics.store import NONFINITE_VALUES, MetricStore
+from app.models import (
+    ACTIVE_STATUSES,
+    RESUMABLE_STATUSES,
+    Dataset,
+    Finding,
+    MetricKey,
+    NonFinite,
+    Run,
+    RunSeries,
+    RunSource,
+    RunStatus,
+)
+from app.models.base import now
+from app.runs.lifecycle import transition
+from app.runs.schemas import FindingCounts, LatestPoint, RunCreate, RunDetail, RunSummary
+from app.stream.hub import SUMMARY_KEYS
+from trainer.config import TrainConfig
+from trainer.corpus import BUILTIN_DATASET
+from trainer.presets import PRESETS, preset_config
+
+
+def get_run(session: Session, run_id: int) -> Run:
+    run = session.get(Run, run_id)
+    if run is None:
+        raise not_found("run", run_id)
+    return run
+
+
+# -- create ----------------------------------------------------------------------------
+
+
+def validate_train_config(
+    session: Session, preset: str | None, overrides: dict[str, Any]
+) -> TrainConfig:
+    if preset is not None and preset not in PRESETS:
+        raise invalid("preset", f"unknown preset {preset!r}; one of {', '.join(sorted(PRESETS))}")
+    try:
+        config = preset_config(preset, overrides) if preset else TrainConfig(**overrides)
+    except ValidationError as error:
+        raise from_validation_error(error, ("config",)) from None
+    except TypeError as error:
+        raise invalid("config", str(error)) from None
+    if config.dataset != BUILTIN_DATASET:
+        exists = session.scalar(select(Dataset.id).where(Dataset.name == config.dataset))
+        if exists is None:
+            raise invalid(
+                "config.dataset",
+                f"no dataset named {config.dataset!r}: upload it with POST /api/datasets, "
+                f"or use the built-in {BUILTIN_DATASET!r}",
+            )
+    return config
+
+
+def create_run(session: Session, body: RunCreate) -> Run:
+    if body.source == RunSource.external:
+        if body.preset is not None:
+            raise invalid("preset", "presets apply to launched runs only")
+        run = Run(
+            name=body.name or "external",
+            source=RunSource.external.value,
+            status=RunStatus.running.value,
+            config=body.config,
+        )
+    else:
+        config = validate_train_config(session, body.preset, body.config)
+        run = Run(
+            name=body.name or body.preset or "run",
+            source=RunSource.launched.value,
+            status=RunStatus.queued.value,
+            preset=body.preset,
+            config=config.model_dump(mode="json"),
+        )
+    session.add(run)
+    session.flush()
+    publish(session, run.id, EventKind.created, {"name": run.name, "source": run.source})
+    transition(session, run, RunStatus(run.status))
+    return run
+
+
+# -- read ------------------------------------------------------------------------------
+
+
+def list_runs(
+    session: Session,
+    statuses: list[RunStatus] | None,
+    source: RunSource | None,
+    name_contains: str | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[RunSummary], int]:
+    query = select(Run)
+    if statuses:
+        query = query.where(Run.status.in_([status.value for status in statuses]))
+    if source is not None:
+        query = query.where(Run.source == source.value)
+    if name_contains:
+        query = query.where(Run.name.contains(name_contains, autoescape=True))
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    runs = session.scalars(
+        query.order_by(Run.created_at.desc(), Run.id.desc()).limit(limit).offset(offset)
+    ).all()
+    ids = [run.id for run in runs]
+    latest = _latest_points(session, ids, SUMMARY_KEYS)
+    counts = _finding_counts(session, ids)
+    summaries = [
+        _summary(run, latest.get(run.id, {}), counts.get(run.id, FindingCounts())) for run in runs
+    ]
+    return summaries, total
+
+
+def run_detail(session: Session, store: MetricStore, run: Run) -> RunDetail:
+    keys = store.run_keys(session, run.id)
+    latest = {name: _latest(row) for name, row in keys.items()}
+    counts = _finding_counts(session, [run.id]).get(run.id, FindingCounts())
+    summary = _summary(run, latest, counts)
+    return RunDetail(**summary.model_dump(), config=run.config, keys=sorted(keys))
+
+
+def _summary(run: Run, latest: dict[str, LatestPoint], counts: FindingCounts) -> RunSummary:
+    config = run.config or {}
+    tokens_per_step = None
+    if run.source == RunSource.launched:
+        tokens_per_step = (
+            config.get("batch_size", 0)
+            * config.get("block_size", 0)
+            * config.get("grad_accum_steps", 1)
+            * config.get("nproc", 1)
+        ) or None
+    max_steps = config.get("max_steps")
+    return RunSummary(
+        id=run.id,
+        name=run.name,
+        source=run.source,
+        status=RunStatus(run.status),
+        preset=run.preset,
+        created_at=run.created_at,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        heartbeat_at=run.heartbeat_at,
+        last_step=run.last_step,
+        max_steps=max_steps if isinstance(max_steps, int) else None,
+        tokens_per_step=tokens_per_step,
+        attempt=run.attempt,
+        error=run.error,
+        latest=latest,
+        findings=counts,
+    )
+
+
+def _latest(row: RunSeries) -> LatestPoint:
+    value = (
+        row.last_value
+        if row.last_nonfinite == 0
+        else NONFINITE_VALUES[NonFinite(row.last_nonfinite)]
+    )
+    return LatestPoint(
+        step=row.last_step, value=encode_float(float(value or 0.0)), time=row.last_time
+    )
+
+
+def _latest_points(
+    session: Session, run_ids: list[int], names: tuple[str, ...]
+) -> dict[int, dict[str, LatestPoint]]:
+    if not run_ids:
+        return {}
+    rows = session.execute(
+        select(RunSeries, MetricKey.name)
+        .join(MetricKey, MetricKey.id == RunSeries.key_id)
+        .where(RunSeries.run_id.in_(run_ids), MetricKey.name.in_(names))
+    ).all()
+    latest: dict[int, dict[str, LatestPoint]] = defaultdict(dict)
+    for row, name in rows:
+        latest[row.run_id][name] = _latest(row)
+    return latest
+
+
+def _finding_counts(session: Session, run_ids: list[int]) -> dict[int, FindingCounts]:
+    if not run_ids:
+        return {}
+    rows = session.execute(
+        select(Finding.run_id, Finding.severity, Finding.state, func.count())
+        .where(Finding.run_id.in_(run_ids))
+        .group_by(Finding.run_id, Finding.severity, Finding.state)
+    ).all()
+    counts: dict[int, FindingCounts] = defaultdict(FindingCounts)
+    for run_id, severity, state, count in rows:
+        entry = counts[run_id]
+        if severity in ("info", "warning", "critical"):
+            setattr(entry, severity, getattr(entry, severity) + count)
+        if state == "firing":
+            entry.firing += count
+    return counts
+
+
+# -- steer -----------------------------------------------------------------------------
+
+
+def stop_run(session: Session, run: Run) -> Run:
+    status = RunStatus(run.status)
+    if status == RunStatus.queued:
+        transition(session, run, RunStatus.stopped)
+    elif status == RunStatus.running and run.source == RunSource.external:
+        # A script cannot be signalled; it learns from the run's status if it asks.
+        transition(session, run, RunStatus.stopped)
+    elif status == RunStatus.running:
+        # The worker sees this, asks the trainer to finish its step and checkpoint.
+        transition(session, run, RunStatus.stopping)
+    else:
+        raise conflict(f"run {run.id} is {status.value}: only a queued or running run can stop")
+    return run
+
+
+def resume_run(session: Session, run: Run) -> Run:
+    if run.source == RunSource.external:
+        raise conflict(f"run {run.id} is fed by a script: resume it from the script")
+    status = RunStatus(run.status)
+    if status not in RESUMABLE_STATUSES:
+        allowed = ", ".join(s.value for s in RESUMABLE_STATUSES)
+        raise conflict(f"run {run.id} is {status.value}: only a {allowed} run can resume")
+    run.attempt += 1
+    transition(session, run, RunStatus.queued)
+    return run
+
+
+def finish_run(session: Session, run: Run, status: RunStatus, error: str | None) -> Run:
+    if run.source != RunSource.external:
+        raise conflict(f"run {run.id} is launched: its worker reports how it ended")
+    if RunStatus(run.status) not in ACTIVE_STATUSES:
+        raise conflict(f"run {run.id} has already ended ({run.status})")
+    transition(session, run, status, error)
+    return run
+
+
+def heartbeat(session: Session, run: Run) -> Run:
+    if RunStatus(run.status) != RunStatus.running:
+        raise conflict(f"run {run.id} is {run.status}, not running")
+    run.heartbeat_at = now()
+    return run
+
+
+def delete_run(session: Session, settings: Settings, cache: SeriesCache, run: Run) -> None:
+    """Delete the run with its metrics, findings and samples (foreign keys cascade).
+    A worker training it notices the run is gone and ends the child process."""
+    run_id = run.id
+    session.delete(run)
+    publish(session, run_id, EventKind.deleted, {})
+    session.flush()
+    cache.drop_run(run_id)
+    shutil.rmtree(settings.runs_dir / str(run_id), ignore_errors=True)
