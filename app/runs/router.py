@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Response
 from sqlalchemy import select
@@ -21,6 +21,7 @@ from app.runs.schemas import (
     SampleIn,
     SampleOut,
 )
+from trainer.config import TrainConfig
 from trainer.presets import list_presets, preset_config
 
 router = APIRouter(tags=["runs"])
@@ -131,6 +132,13 @@ def post_sample(run_id: int, body: SampleIn, session: WriteSession) -> SampleOut
     service.get_run(session, run_id)
     sample = metric_store.add_sample(session, run_id, body.step, body.text)
     return SampleOut(step=sample.step, text=sample.text, created_at=sample.created_at)
+
+
+@router.get("/config-schema")
+def config_schema() -> dict[str, Any]:
+    """The JSON schema of a launched run's config (TrainConfig), with defaults: the
+    dashboard builds its launch form from it."""
+    return TrainConfig.model_json_schema()
 
 
 @router.get("/presets", response_model=list[Preset])

@@ -233,3 +233,11 @@ def test_samples_newest_first(client: httpx.Client) -> None:
     assert samples[0]["text"] == "sample at 30"
     bad = client.post(f"/api/runs/{run_id}/samples", json={"step": -5, "text": "x"})
     assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "step"
+
+
+def test_config_schema_describes_train_config(client: httpx.Client) -> None:
+    schema = client.get("/api/config-schema").json()
+    properties = schema["properties"]
+    assert properties["n_layer"]["default"] > 0
+    assert set(properties["schedule"]["enum"]) == {"constant", "cosine", "linear"}
+    assert {"lr", "warmup_steps", "grad_clip", "precision", "dataset"} <= set(properties)
