@@ -9,10 +9,10 @@
 // fetched again, downsampled.
 
 import { api, apiUrl, isAbort } from "./api.js";
+import { loadPlotly } from "./plotly.js";
 import { el, formatCount } from "./format.js";
 import { X_MODES, runOrigin, timeUnitFor } from "./series.js";
 
-const Plotly = window.Plotly;
 
 // M4 keeps 4 points per bucket; 2 points per pixel is a bucket every 2 pixels, which
 // draws the same picture as the full series while keeping every minimum and maximum.
@@ -275,12 +275,14 @@ export class ChartBase {
         return [runId, body.series];
       }));
       if (controller !== this.fetchController) return;
-      this.fetchController = null;
       this.acceptFetched(new Map(answers));
       this.fetchCount += 1;
       this.plot.dataset.fetches = String(this.fetchCount);
       this.plot.dataset.maxPoints = String(maxPoints);
-      this.render();
+      // Live points that arrive while drawing wait in `pending` until the new traces exist.
+      await this.render();
+      if (controller !== this.fetchController) return; // a newer fetch has taken over
+      this.fetchController = null;
       const pending = this.pending;
       this.pending = [];
       for (const [runId, keys] of pending) this.onPoints(runId, keys);
@@ -394,7 +396,7 @@ export class ChartBase {
       const update = xRange
         ? { "xaxis.range": [...xRange], "xaxis.autorange": false }
         : { "xaxis.autorange": true };
-      Plotly.relayout(this.plot, update).finally(() => { this.applyingLayout = false; });
+      window.Plotly.relayout(this.plot, update).finally(() => { this.applyingLayout = false; });
     }
     this.scheduleFetch(0);
   }
@@ -450,7 +452,7 @@ export class ChartBase {
   redecorate() {
     const { shapes, annotations } = this.decorations();
     this.applyingLayout = true;
-    Plotly.relayout(this.plot, { shapes, annotations }).finally(() => { this.applyingLayout = false; });
+    window.Plotly.relayout(this.plot, { shapes, annotations }).finally(() => { this.applyingLayout = false; });
   }
 
   decorations() {
@@ -478,8 +480,10 @@ export class ChartBase {
 
   /** Plotly.react, then the bookkeeping every render needs. */
   draw(traces, layout) {
-    this.applyingLayout = true;
-    return Plotly.react(this.plot, traces, layout, PLOTLY_CONFIG).then(() => {
+    return loadPlotly().then((Plotly) => {
+      this.applyingLayout = true;
+      return Plotly.react(this.plot, traces, layout, PLOTLY_CONFIG);
+    }).then(() => {
       this.applyingLayout = false;
       if (!this.plotted) {
         this.plotted = true;
@@ -492,6 +496,9 @@ export class ChartBase {
         this.firstDataDrawn = true;
         performance.mark(`trainlens:first-data:${this.id}`);
       }
+    }).catch((error) => {
+      this.applyingLayout = false;
+      this.showNote(`Could not draw: ${error.message}`, true);
     });
   }
 }

@@ -10,7 +10,6 @@ import { ChartBase } from "./chart-base.js";
 import { decodeValue, el } from "./format.js";
 import { SeriesData } from "./series.js";
 
-const Plotly = window.Plotly;
 const PIXELS_PER_BUCKET = 3;
 
 export class HeatmapChart extends ChartBase {
@@ -86,7 +85,7 @@ export class HeatmapChart extends ChartBase {
   }
 
   render() {
-    if (!this.visible) return;
+    if (!this.visible) return Promise.resolve();
     if (this.xMode === "time") this.chooseTimeUnit();
     const rows = this.rows();
     this.exact = this.aligned(rows);
@@ -104,7 +103,7 @@ export class HeatmapChart extends ChartBase {
     layout.showlegend = false;
     layout.height = this.options.height ?? Math.max(180, 60 + rows.length * 22);
     layout.yaxis = { type: "category", autorange: "reversed", automargin: true };
-    this.draw([trace], layout);
+    return this.draw([trace], layout);
   }
 
   appendLive(spec, entry, window) {
@@ -128,7 +127,7 @@ export class HeatmapChart extends ChartBase {
     const start = Math.min(...starts);
     if (this.exact && starts.every((s) => s === start) && this.aligned(rows)) {
       const { x, z } = this.exactColumns(rows, start);
-      if (x.length) Plotly.extendTraces(this.plot, { x: [x], z: [z] }, [0]);
+      if (x.length) window.Plotly.extendTraces(this.plot, { x: [x], z: [z] }, [0]);
     } else {
       this.render(); // layers out of step, or bucketed: rebuild the (small) grid
     }

@@ -20,7 +20,12 @@ const GROUPS = [
   ["Runtime", ["precision", "compile", "grad_checkpointing", "seed", "device", "nproc"]],
 ];
 // Nested objects are shown folded: they are for deliberate experiments.
-const FOLDED = new Set(["actions", "faults", "rules"]);
+const FOLDED_TITLES = {
+  actions: "Automatic actions",
+  faults: "Deliberate faults (for demonstrating failures)",
+  rules: "Rule thresholds (JSON, per rule code)",
+};
+const FOLDED = new Set(Object.keys(FOLDED_TITLES));
 
 export async function setupLaunchForm(form, { onLaunched }) {
   let schema;
@@ -101,7 +106,7 @@ class LaunchForm {
     if (others.length) groups.push(this.fieldset("Other", others.map((name) => this.field(name, properties[name]))));
     const folded = [...FOLDED].filter((name) => name in properties).map((name) => {
       const property = this.resolve(properties[name]);
-      const title = property.title ?? name;
+      const title = FOLDED_TITLES[name];
       const body = property.type === "object" && property.properties
         ? this.fieldset(property.description ?? title,
           Object.entries(property.properties).map(([sub, raw]) => this.field(`${name}.${sub}`, raw)))
@@ -135,7 +140,7 @@ class LaunchForm {
   /** One input for one schema property, chosen by its type. */
   field(path, raw) {
     const property = this.resolve(raw);
-    const id = `cfg-${path.replace(/[^a-z0-9]+/gi, "-")}`;
+    const id = `cfg-${path.replace(/[^a-z0-9_]+/gi, "-")}`;
     const label = path.split(".").pop();
     const common = { id, name: path };
     let input;

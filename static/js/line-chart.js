@@ -10,7 +10,6 @@ import { ChartBase, PALETTE, band } from "./chart-base.js";
 import { decodeValue, el } from "./format.js";
 import { SeriesData, ema, finiteOrNull, nonFiniteStretches } from "./series.js";
 
-const Plotly = window.Plotly;
 const NONFINITE_COLOR = "#b71c1c";
 
 export class LineChart extends ChartBase {
@@ -83,7 +82,7 @@ export class LineChart extends ChartBase {
   }
 
   render() {
-    if (!this.visible) return;
+    if (!this.visible) return Promise.resolve();
     if (this.xMode === "time") this.chooseTimeUnit();
     const traces = [];
     this.traceIndex.clear();
@@ -136,7 +135,7 @@ export class LineChart extends ChartBase {
       layout.yaxis2 = { title: { text: this.options.y2Title ?? "" }, type: yType, overlaying: "y",
         side: "right", automargin: true, showgrid: false, zeroline: false };
     }
-    this.draw(traces, layout);
+    return this.draw(traces, layout);
   }
 
   appendLive(spec, entry, window) {
@@ -187,7 +186,7 @@ export class LineChart extends ChartBase {
       }
     }
     // Plotly.extendTraces appends to the existing traces instead of rebuilding them.
-    if (indices.length) Plotly.extendTraces(this.plot, { x, y }, indices);
+    if (indices.length) window.Plotly.extendTraces(this.plot, { x, y }, indices);
     if (this.redecorateOnFlush) {
       this.redecorateOnFlush = false;
       this.redecorate();

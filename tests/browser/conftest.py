@@ -115,7 +115,7 @@ def ui(browser: object) -> Iterator[UI]:
     assert not unexpected, "the page logged errors:\n" + "\n".join(unexpected)
 
 
-def _start(data_dir: Path, database_url: str, **kwargs: object) -> LiveServer:
+def start_server(data_dir: Path, database_url: str, **kwargs: object) -> LiveServer:
     server = LiveServer(data_dir, database_url, **kwargs)  # type: ignore[arg-type]
     try:
         server.wait_ready()
@@ -131,7 +131,7 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServ
     root = tmp_path_factory.mktemp("ui-server")
     url = f"sqlite:///{root / 'trainlens.db'}"
     upgrade_to_head(url)
-    server = _start(root / "data", url)
+    server = start_server(root / "data", url)
     yield server
     server.stop()
 
@@ -141,7 +141,7 @@ def own_server(tmp_path: Path) -> Iterator[LiveServer]:
     """A live server of the test's own (for restarts and big data sets)."""
     url = f"sqlite:///{tmp_path / 'trainlens.db'}"
     upgrade_to_head(url)
-    server = _start(tmp_path / "data", url)
+    server = start_server(tmp_path / "data", url)
     yield server
     server.stop()
 

@@ -9,6 +9,7 @@ import { api } from "../api.js";
 import { PALETTE } from "../chart-base.js";
 import { el, formatCount, formatNumber, statusBadge } from "../format.js";
 import { LineChart } from "../line-chart.js";
+import { loadPlotly } from "../plotly.js";
 import { LiveStream } from "../stream.js";
 
 // Metrics worth comparing, in this order; other scalar keys the runs share follow.
@@ -201,6 +202,7 @@ async function main() {
   await loadRuns();
   await Promise.race([hello, new Promise((resolve) => setTimeout(resolve, 3000))]);
   updateCharts();
+  setTimeout(loadPlotly, 0); // after the charts' first requests are on their way
   window.trainlens = { runs, charts };
 }
 

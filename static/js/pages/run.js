@@ -15,6 +15,7 @@ import {
 import { HeatmapChart } from "../heatmap.js";
 import { LineChart } from "../line-chart.js";
 import { RUN_CHARTS, otherKeys } from "../run-charts.js";
+import { loadPlotly } from "../plotly.js";
 import { LiveStream } from "../stream.js";
 
 const SAMPLES_SHOWN = 5;
@@ -295,6 +296,7 @@ async function main() {
   }
   await Promise.race([hello, new Promise((resolve) => setTimeout(resolve, 3000))]);
   buildCharts();
+  setTimeout(loadPlotly, 0); // after the charts' first requests are on their way
   await Promise.all([loadFindings(), loadSamples()]).catch((error) => showError(error.message));
   // For the browser tests and the benchmark.
   window.trainlens = { run, charts, stream, decodeValue };
