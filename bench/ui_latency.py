@@ -44,20 +44,26 @@ def summarize(latencies: list[float]) -> dict[str, float]:
     }
 
 
-def _wait_for_point(page: Any, step: int, timeout_ms: float) -> None:
-    page.wait_for_function(
-        """(step) => {
-          const plot = document.querySelector('#chart-loss .plot');
-          const trace = plot?.data?.find((t) => t.meta?.key === 'train/loss' && t.meta.role === 'raw');
-          if (!trace) return false;
-          const x = trace.x;
-          for (let i = x.length - 1; i >= 0 && i >= x.length - 50; i--) if (x[i] === step) return true;
-          return false;
-        }""",
-        arg=step,
-        timeout=timeout_ms,
-        polling="raf",
-    )
+# True once the chart's plotted series for `key` has a point at x == step (step axis);
+# only the tail is searched, where live points land.
+HAS_POINT_JS = """
+([chartId, key, step]) => {
+  const plot = document.querySelector(`#chart-${chartId} .plot`);
+  const trace = plot?.data?.find((t) => t.meta?.key === key && t.meta.role === "raw");
+  if (!trace) return false;
+  const x = trace.x;
+  for (let i = x.length - 1; i >= 0 && i >= x.length - 50; i--) {
+    if (x[i] === step) return true;
+  }
+  return false;
+}
+"""
+
+
+def wait_for_point(
+    page: Any, step: float, timeout_ms: float = 10_000, chart: str = "loss", key: str = "train/loss"
+) -> None:
+    page.wait_for_function(HAS_POINT_JS, arg=[chart, key, step], timeout=timeout_ms, polling="raf")
 
 
 def measure_live_latency(
@@ -75,7 +81,7 @@ def measure_live_latency(
                 json={"rows": [{"step": step, "metrics": {"train/loss": 2.0 + 0.1 * (i % 5)}}]},
             )
             response.raise_for_status()
-            _wait_for_point(page, step, timeout_ms=10_000)
+            wait_for_point(page, step)
             latencies.append(time.perf_counter() - started)
             time.sleep(pause_s)  # a trainer logs at intervals; don't measure a pile-up
     return latencies
@@ -124,7 +130,8 @@ def plotted_points(page: Any) -> dict[str, Any]:
     return page.evaluate(  # type: ignore[no-any-return]
         """() => {
           const plot = document.querySelector('#chart-loss .plot');
-          const trace = plot.data.find((t) => t.meta?.key === 'train/loss' && t.meta.role === 'raw');
+          const trace = plot.data.find(
+            (t) => t.meta?.key === 'train/loss' && t.meta.role === 'raw');
           return { n: trace.x.length, x: Array.from(trace.x), y: Array.from(trace.y),
                    maxPoints: Number(plot.dataset.maxPoints) };
         }"""
@@ -160,19 +167,29 @@ def main() -> int:
     return 0
 
 
-def _run(server: Any, executable: str, args: Any, sync_playwright: Any, flags: list[str],
-         viewport: dict[str, int]) -> dict[str, Any]:
+def _run(
+    server: Any,
+    executable: str,
+    args: Any,
+    sync_playwright: Any,
+    flags: list[str],
+    viewport: dict[str, int],
+) -> dict[str, Any]:
     api = f"{server.url}/api"
     live = httpx.post(f"{api}/runs", json={"name": "latency", "source": "external"}).json()["id"]
-    httpx.post(f"{api}/runs/{live}/metrics",
-               json={"rows": [{"step": s, "metrics": {"train/loss": 3.0}} for s in range(100)]})
+    httpx.post(
+        f"{api}/runs/{live}/metrics",
+        json={"rows": [{"step": s, "metrics": {"train/loss": 3.0}} for s in range(100)]},
+    )
     long = httpx.post(f"{api}/runs", json={"name": "million", "source": "external"}).json()["id"]
     write_s = write_long_series(server.database_url, long, args.steps, spike_step=args.steps // 3)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, headless=True, args=flags)
         page = browser.new_page(viewport=viewport)
         page.goto(f"{server.url}/run.html?id={live}")
-        page.wait_for_function("document.querySelector('#chart-loss .plot')?.dataset.state === 'ready'")
+        page.wait_for_function(
+            "document.querySelector('#chart-loss .plot')?.dataset.state === 'ready'"
+        )
         latency = summarize(measure_live_latency(page, server.url, live, 100, args.samples))
         cold = first_render(page, f"{server.url}/run.html?id={long}")
         points = plotted_points(page)

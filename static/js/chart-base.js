@@ -25,12 +25,12 @@ export const SEVERITY_COLORS = { critical: "#c62828", warning: "#e08a00", info: 
 export const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
   "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
 
-/** A shaded band over x0..x1 (full height); a single step becomes a solid line, since a
- *  zero-width band would not show at all. */
+/** A shaded band over x0..x1 (full height), drawn below the data so it never covers a
+ *  spike; a single step becomes a line, since a zero-width band would not show at all. */
 export function band(name, x0, x1, color, opacity) {
   if (x1 === x0) {
     return { type: "line", name, xref: "x", yref: "paper", x0, x1, y0: 0, y1: 1,
-      line: { color, width: 2 }, opacity: Math.min(1, opacity * 4), layer: "above" };
+      line: { color, width: 3 }, opacity: Math.min(1, opacity * 3), layer: "below" };
   }
   return { type: "rect", name, xref: "x", yref: "paper", x0, x1, y0: 0, y1: 1,
     fillcolor: color, opacity, line: { color, width: 1 }, layer: "below" };

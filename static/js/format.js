@@ -88,12 +88,6 @@ export function statusBadge(status) {
 
 export const SEVERITIES = ["critical", "warning", "info"];
 
-export function escapeHtml(text) {
-  return String(text ?? "").replace(/[&<>"']/g, (c) => ({
-    "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;",
-  })[c]);
-}
-
 /** Create an element: el("td", {className: "num"}, "text", child). */
 export function el(tag, props = {}, ...children) {
   const node = document.createElement(tag);

@@ -89,7 +89,8 @@ def write_long_series_rows(database_url: str, run_id: int, steps: range) -> None
     db = Database(database_url)
     try:
         MetricStore(db).write(
-            run_id, [MetricRow(step, {"train/loss": 4.0 / (1 + step / 100) + 1.0}) for step in steps]
+            run_id,
+            [MetricRow(step, {"train/loss": 4.0 / (1 + step / 100) + 1.0}) for step in steps],
         )
     finally:
         db.dispose()
@@ -134,7 +135,12 @@ def test_a_million_step_run_renders_fast_and_keeps_its_spike(
     ).raise_for_status()
     wait_for_step(page, "loss", "train/loss", MILLION)
 
-    figures = {"steps": MILLION, "write_seconds": round(write_seconds, 2), "cold": cold,
-               "warm": warm, "points_in_browser": points["n"]}
+    figures = {
+        "steps": MILLION,
+        "write_seconds": round(write_seconds, 2),
+        "cold": cold,
+        "warm": warm,
+        "points_in_browser": points["n"],
+    }
     _record("ui-million-steps", figures)
     assert cold["first_data_ms"] < 15_000, figures  # a generous bound on a shared 2-core box

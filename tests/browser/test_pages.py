@@ -31,10 +31,15 @@ def test_every_page_renders_without_console_errors(ui: UI, shared_server: LiveSe
         for row in rows:
             step = row["step"]
             row["metrics"]["train/loss"] += shift
-            row["metrics"].update({"train/grad_norm": 0.8 + (step % 7) * 0.1,
-                                   "train/grad_clipped": float(step % 7 == 6),
-                                   "train/lr": 1e-3 * min(1, step / 50),
-                                   "perf/tokens_per_sec": 20_000.0, "perf/mfu": 0.31})
+            row["metrics"].update(
+                {
+                    "train/grad_norm": 0.8 + (step % 7) * 0.1,
+                    "train/grad_clipped": float(step % 7 == 6),
+                    "train/lr": 1e-3 * min(1, step / 50),
+                    "perf/tokens_per_sec": 20_000.0,
+                    "perf/mfu": 0.31,
+                }
+            )
             if step % 50 == 0:
                 row["metrics"]["val/loss"] = row["metrics"]["train/loss"] + 0.05
                 for layer in range(4):
@@ -44,10 +49,19 @@ def test_every_page_renders_without_console_errors(ui: UI, shared_server: LiveSe
                     row["metrics"][f"update/h{layer}/ratio"] = 10 ** (-3 + 0.1 * layer)
         rows[450]["metrics"]["train/loss"] = 12.0
         ingest(shared_server, run_id, rows)
-    add_finding(shared_server, first, first_step=450, last_step=452, severity="critical",
-                title="Loss spike", code="loss_spike")
-    httpx.post(f"{shared_server.url}/api/runs/{first}/samples",
-               json={"step": 599, "text": "ROMEO: What light through yonder"})
+    add_finding(
+        shared_server,
+        first,
+        first_step=450,
+        last_step=452,
+        severity="critical",
+        title="Loss spike",
+        code="loss_spike",
+    )
+    httpx.post(
+        f"{shared_server.url}/api/runs/{first}/samples",
+        json={"step": 599, "text": "ROMEO: What light through yonder"},
+    )
     page = ui.page
 
     page.goto(shared_server.url + "/")
@@ -59,8 +73,16 @@ def test_every_page_renders_without_console_errors(ui: UI, shared_server: LiveSe
     ui.screenshot("launch-form")
 
     page.goto(f"{shared_server.url}/run.html?id={first}")
-    for chart in ("loss", "grad-norm", "lr", "throughput", "update-ratio", "act-std",
-                  "act-saturated", "act-dead"):
+    for chart in (
+        "loss",
+        "grad-norm",
+        "lr",
+        "throughput",
+        "update-ratio",
+        "act-std",
+        "act-saturated",
+        "act-dead",
+    ):
         wait_until_ready(page, chart)
     page.locator("#findings li[data-finding-id]").wait_for()
     page.locator("#samples li[data-step='599']").wait_for()
@@ -75,7 +97,7 @@ def test_every_page_renders_without_console_errors(ui: UI, shared_server: LiveSe
     page.goto(f"{shared_server.url}/run.html?id=999999")
     page.get_by_text("Run 999999 does not exist.").wait_for()
     # That 404 is the page asking about a run that is not there, reported on the page.
-    ui.allow(r"status of 404")
+    ui.allow(r"status of 404 .*/api/runs/999999")
 
 
 def test_runs_table_updates_live(ui: UI, shared_server: LiveServer) -> None:
@@ -104,8 +126,9 @@ def test_runs_table_updates_live(ui: UI, shared_server: LiveServer) -> None:
 
 def test_status_filter(ui: UI, shared_server: LiveServer) -> None:
     done = external_run(shared_server, "filter-done")
-    httpx.post(f"{shared_server.url}/api/runs/{done}/finish", json={"status": "failed",
-                                                                   "error": "boom"})
+    httpx.post(
+        f"{shared_server.url}/api/runs/{done}/finish", json={"status": "failed", "error": "boom"}
+    )
     running = external_run(shared_server, "filter-running")
     ui.page.goto(shared_server.url + "/")
     _row(ui, running).wait_for()
@@ -152,7 +175,8 @@ def test_compare_two_runs_selected_in_the_table(ui: UI, shared_server: LiveServe
         "{'xaxis.range[0]': 10, 'xaxis.range[1]': 20})"
     )
     page.wait_for_function(
-        "(document.querySelector('#chart-perf-tokens-per-sec .plot').layout.xaxis.range || [])[1] === 20"
+        "(document.querySelector('#chart-perf-tokens-per-sec .plot').layout.xaxis.range"
+        " || [])[1] === 20"
     )
 
 
@@ -218,8 +242,11 @@ def token_server(tmp_path: Path) -> Iterator[LiveServer]:
 
 def test_the_api_token_is_asked_for_and_kept(token_server: LiveServer, ui: UI) -> None:
     headers = {"Authorization": "Bearer s3cret"}
-    response = httpx.post(f"{token_server.url}/api/runs", headers=headers,
-                          json={"name": "guarded", "source": "external"})
+    response = httpx.post(
+        f"{token_server.url}/api/runs",
+        headers=headers,
+        json={"name": "guarded", "source": "external"},
+    )
     run_id = response.json()["id"]
     ui.allow(r"status of 401")  # the first, token-less requests
     page = ui.page
@@ -229,8 +256,11 @@ def test_the_api_token_is_asked_for_and_kept(token_server: LiveServer, ui: UI) -
     _row(ui, run_id).wait_for()
     # The stream authenticates with ?token= and delivers live progress.
     page.locator("#live-indicator[data-state='live']").wait_for()
-    httpx.post(f"{token_server.url}/api/runs/{run_id}/metrics", headers=headers,
-               json={"rows": loss_rows(0, 5)})
+    httpx.post(
+        f"{token_server.url}/api/runs/{run_id}/metrics",
+        headers=headers,
+        json={"rows": loss_rows(0, 5)},
+    )
     page.wait_for_function(
         f"document.querySelector(\"tr[data-run-id='{run_id}'] .step\")?.textContent === '4'"
     )
@@ -239,7 +269,9 @@ def test_the_api_token_is_asked_for_and_kept(token_server: LiveServer, ui: UI) -
 
 def test_run_page_lists_other_metrics_of_external_runs(ui: UI, shared_server: LiveServer) -> None:
     run_id = external_run(shared_server, "custom-keys")
-    ingest(shared_server, run_id, [{"step": s, "metrics": {"my/reward": s * 0.5}} for s in range(30)])
+    ingest(
+        shared_server, run_id, [{"step": s, "metrics": {"my/reward": s * 0.5}} for s in range(30)]
+    )
     ui.page.goto(f"{shared_server.url}/run.html?id={run_id}")
     ui.page.get_by_role("heading", name="my/reward").wait_for()
     wait_until_ready(ui.page, "other-0")

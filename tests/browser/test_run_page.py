@@ -43,7 +43,9 @@ def test_a_spike_written_over_rest_appears_on_the_chart(ui: UI, shared_server: L
     assert after is not None
     assert after["y"][-1] == 40.0 and max(after["y"]) == 40.0
     # Appended with extendTraces: no new full render.
-    assert ui.page.evaluate("document.querySelector('#chart-loss .plot').dataset.renders") == renders
+    assert (
+        ui.page.evaluate("document.querySelector('#chart-loss .plot').dataset.renders") == renders
+    )
     # Outliers are never hidden by default: no smoothing, raw line fully drawn, linear y.
     assert after["opacity"] == 1
     assert trace(ui.page, "loss", "train/loss", "ema")["visible"] is False  # type: ignore[index]
@@ -133,7 +135,8 @@ def test_chart_options_log_y_smoothing_and_x_axis(ui: UI, shared_server: LiveSer
 
     chart.locator("select").select_option("time")
     page.wait_for_function(
-        "document.querySelector('#chart-loss .plot').layout.xaxis.title.text.startsWith('wall time')"
+        "document.querySelector('#chart-loss .plot').layout.xaxis.title.text"
+        ".startsWith('wall time')"
     )
 
     csv = chart.get_by_role("link", name="CSV")
@@ -192,9 +195,7 @@ def test_reference_lines_clipped_steps_heatmaps_and_update_ratio(
         run_id,
         [{"step": 60, "metrics": {f"act/h{i}.mlp/std": 5.0 for i in range(3)}}],
     )
-    page.wait_for_function(
-        "document.querySelector('#chart-act-std .plot').data[0].x.includes(60)"
-    )
+    page.wait_for_function("document.querySelector('#chart-act-std .plot').data[0].x.includes(60)")
     heat = page.evaluate("document.querySelector('#chart-act-std .plot').data[0]")
     assert heat["z"][-1] == [5.0, 5.0, 5.0]
 
@@ -217,7 +218,8 @@ def test_findings_panel_markers_and_click_to_zoom(ui: UI, shared_server: LiveSer
     for chart in ("loss", "grad-norm"):
         page.wait_for_function(
             f"""() => (document.querySelector('#chart-{chart} .plot').layout.shapes || [])
-                .some((s) => s.name === 'finding-{finding["id"]}' && s.x0 === 200 && s.x1 === 210)"""
+                .some((s) => s.name === 'finding-{finding["id"]}'
+                             && s.x0 === 200 && s.x1 === 210)"""
         )
 
     loss_fetches = fetches(page, "loss")
@@ -226,7 +228,9 @@ def test_findings_panel_markers_and_click_to_zoom(ui: UI, shared_server: LiveSer
     wait_until_ready(page, "loss", loss_fetches + 1)
     wait_until_ready(page, "grad-norm", grad_fetches + 1)
     for chart in ("loss", "grad-norm"):
-        x_range = page.evaluate(f"document.querySelector('#chart-{chart} .plot').layout.xaxis.range")
+        x_range = page.evaluate(
+            f"document.querySelector('#chart-{chart} .plot').layout.xaxis.range"
+        )
         assert x_range[0] <= 200 and x_range[1] >= 210 and x_range[1] - x_range[0] < 100
     zoomed = trace(page, "loss", "train/loss")
     assert zoomed is not None and 200 in zoomed["x"] and min(zoomed["x"]) >= 180
@@ -252,7 +256,9 @@ def test_samples_arrive_live(ui: UI, shared_server: LiveServer) -> None:
 
 def test_stop_and_resume_buttons(ui: UI, shared_server: LiveServer) -> None:
     # A launched run waits in the queue (this server has no worker): Stop stops it at once.
-    response = httpx.post(f"{shared_server.url}/api/runs", json={"name": "queued", "preset": "healthy"})
+    response = httpx.post(
+        f"{shared_server.url}/api/runs", json={"name": "queued", "preset": "healthy"}
+    )
     run_id = response.json()["id"]
     ui.page.goto(f"{shared_server.url}/run.html?id={run_id}")
     page = ui.page
@@ -281,3 +287,44 @@ def test_non_finite_values_are_marked_not_dropped(ui: UI, shared_server: LiveSer
         """() => document.querySelector('#chart-loss .plot').layout.shapes
             .some((s) => (s.name || '').startsWith('nonfinite-') && s.x0 === 20)"""
     )
+
+
+def test_a_live_series_past_its_budget_is_fetched_again_downsampled(
+    ui: UI, shared_server: LiveServer
+) -> None:
+    run_id = external_run(shared_server, "budget")
+    ingest(shared_server, run_id, loss_rows(0, 100))
+    open_run(ui, shared_server, run_id)
+    page = ui.page
+    max_points = int(
+        page.evaluate("Number(document.querySelector('#chart-loss .plot').dataset.maxPoints)")
+    )
+    budget = 2 * max_points + 64
+    count = fetches(page, "loss")
+    held = []
+    step = 100
+    # Live batches small enough to travel inline, until well past the budget.
+    while step < 100 + 3 * budget:
+        ingest(shared_server, run_id, loss_rows(step, 400))
+        step += 400
+        wait_for_step(page, "loss", "train/loss", step - 1)
+        held.append(len(trace(page, "loss", "train/loss")["x"]))  # type: ignore[index]
+    assert fetches(page, "loss") > count  # re-fetched instead of accumulating
+    assert max(held) <= budget + 400
+    final = trace(page, "loss", "train/loss")
+    assert final is not None and final["x"][-1] == step - 1
+    assert "extremes kept" in page.inner_text("#chart-loss .chart-note")
+
+
+def test_a_large_batch_arrives_as_a_range_and_is_fetched(ui: UI, shared_server: LiveServer) -> None:
+    run_id = external_run(shared_server, "big-batch")
+    ingest(shared_server, run_id, loss_rows(0, 10))
+    open_run(ui, shared_server, run_id)
+    count = fetches(ui.page, "loss")
+    rows = loss_rows(10, 6000)  # above the stream's inline limit: the event carries a range
+    rows[3000]["metrics"]["train/loss"] = 50.0
+    ingest(shared_server, run_id, rows)
+    wait_until_ready(ui.page, "loss", count + 1)
+    wait_for_step(ui.page, "loss", "train/loss", 6009)
+    plotted = trace(ui.page, "loss", "train/loss")
+    assert plotted is not None and 50.0 in plotted["y"]

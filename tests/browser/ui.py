@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+from bench.ui_latency import wait_for_point
 from tests.conftest import LiveServer
 
 # The plotted data of one series: the trace whose meta names the key (and run).
@@ -50,19 +51,7 @@ def trace(page: Any, chart_id: str, key: str, role: str = "raw") -> dict[str, An
 
 def wait_for_step(page: Any, chart_id: str, key: str, step: float, timeout: float = 10_000) -> None:
     """Until the chart's series for `key` has a point at x == step (step axis)."""
-    page.wait_for_function(
-        """([chartId, key, step]) => {
-          const plot = document.querySelector(`#chart-${chartId} .plot`);
-          const trace = plot?.data?.find((t) => t.meta?.key === key && t.meta.role === "raw");
-          if (!trace) return false;
-          const x = trace.x;
-          for (let i = x.length - 1; i >= 0 && i >= x.length - 50; i--) if (x[i] === step) return true;
-          return false;
-        }""",
-        arg=[chart_id, key, step],
-        timeout=timeout,
-        polling="raf",
-    )
+    wait_for_point(page, step, timeout, chart=chart_id, key=key)
 
 
 def wait_until_ready(page: Any, chart_id: str, fetches: int = 1) -> None:

@@ -15,7 +15,6 @@ import { LiveStream } from "../stream.js";
 // Metrics worth comparing, in this order; other scalar keys the runs share follow.
 const PREFERRED = ["train/loss", "val/loss", "train/loss_eval", "train/grad_norm", "train/lr",
   "perf/tokens_per_sec", "perf/mfu", "perf/step_ms", "sys/mem_gb"];
-const LOG_BY_DEFAULT = new Set([]);
 // Per-layer series and 0/1 flags do not overlay usefully across runs.
 const SKIPPED = [/^act\//, /^grad\//, /^param\//, /^update\//, /^data\//, /^train\/grad_clipped$/,
   /^train\/resumed$/, /^train\/skipped$/];
@@ -86,7 +85,6 @@ function updateCharts() {
       title: key,
       runs,
       xMode: xAll.value,
-      logY: LOG_BY_DEFAULT.has(key),
       match: (keys, run) => (keys.has(key)
         ? [{ key, label: run?.name ?? String(run?.id), color: colorOf(run?.id), markers: key === "val/loss" }]
         : []),
