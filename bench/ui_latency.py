@@ -66,19 +66,48 @@ def wait_for_point(
     page.wait_for_function(HAS_POINT_JS, arg=[chart, key, step], timeout=timeout_ms, polling="raf")
 
 
+LAYERS = ["wte", "wpe", "h0", "h1", "h2", "h3", "ln_f"]
+
+
+def trainer_like_row(step: int, instrument_interval: int = 5) -> dict[str, Any]:
+    """One step as the trainer logs it (every chart of the run page gets a point; the
+    per-layer statistics every few steps), so latency is measured with a full page."""
+    wobble = (step * 7919 % 100) / 100
+    metrics: dict[str, float] = {
+        "train/loss": 1.5 + 3.0 / (1 + step / 200) + 0.05 * wobble,
+        "train/grad_norm": 0.5 + wobble,
+        "train/grad_clipped": float(wobble > 0.9),
+        "train/lr": 1e-3,
+        "perf/tokens_per_sec": 20_000 + 500 * wobble,
+        "perf/mfu": 0.3,
+        "perf/step_ms": 50 + wobble,
+        "sys/mem_gb": 1.2,
+    }
+    if step % instrument_interval == 0:
+        for i in range(4):
+            for stat in ("mean", "std", "absmax", "frac_saturated", "frac_dead"):
+                metrics[f"act/h{i}.mlp/{stat}"] = wobble
+            for stat in ("mean", "std", "absmax"):
+                metrics[f"act/h{i}.resid/{stat}"] = 1 + wobble
+        for layer in LAYERS:
+            metrics[f"grad/{layer}/norm"] = wobble
+            metrics[f"param/{layer}/norm"] = 10 + wobble
+            metrics[f"update/{layer}/ratio"] = 1e-3 * (0.5 + wobble)
+    return {"step": step, "metrics": metrics}
+
+
 def measure_live_latency(
     page: Any, base_url: str, run_id: int, first_step: int, samples: int, pause_s: float = 0.05
 ) -> list[float]:
-    """Seconds from just before each single-step write (POST .../metrics) until the point
-    is in the loss chart's data. The page must already show the run's loss chart."""
+    """Seconds from just before each single-step write (POST .../metrics, a full trainer
+    row) until the point is in the loss chart's data. The page must already show the run."""
     latencies = []
     with httpx.Client(base_url=base_url) as client:
         for i in range(samples):
             step = first_step + i
             started = time.perf_counter()
             response = client.post(
-                f"/api/runs/{run_id}/metrics",
-                json={"rows": [{"step": step, "metrics": {"train/loss": 2.0 + 0.1 * (i % 5)}}]},
+                f"/api/runs/{run_id}/metrics", json={"rows": [trainer_like_row(step)]}
             )
             response.raise_for_status()
             wait_for_point(page, step)
@@ -176,10 +205,12 @@ def _run(
     viewport: dict[str, int],
 ) -> dict[str, Any]:
     api = f"{server.url}/api"
-    live = httpx.post(f"{api}/runs", json={"name": "latency", "source": "external"}).json()["id"]
+    config = {"vocab_size": 65, "grad_clip": 1.0}
+    live = httpx.post(
+        f"{api}/runs", json={"name": "latency", "source": "external", "config": config}
+    ).json()["id"]
     httpx.post(
-        f"{api}/runs/{live}/metrics",
-        json={"rows": [{"step": s, "metrics": {"train/loss": 3.0}} for s in range(100)]},
+        f"{api}/runs/{live}/metrics", json={"rows": [trainer_like_row(s) for s in range(500)]}
     )
     long = httpx.post(f"{api}/runs", json={"name": "million", "source": "external"}).json()["id"]
     write_s = write_long_series(server.database_url, long, args.steps, spike_step=args.steps // 3)
@@ -188,9 +219,9 @@ def _run(
         page = browser.new_page(viewport=viewport)
         page.goto(f"{server.url}/run.html?id={live}")
         page.wait_for_function(
-            "document.querySelector('#chart-loss .plot')?.dataset.state === 'ready'"
+            "document.querySelector('#chart-act-std .plot')?.dataset.state === 'ready'"
         )
-        latency = summarize(measure_live_latency(page, server.url, live, 100, args.samples))
+        latency = summarize(measure_live_latency(page, server.url, live, 500, args.samples))
         cold = first_render(page, f"{server.url}/run.html?id={long}")
         points = plotted_points(page)
         warm = first_render(page, f"{server.url}/run.html?id={long}")

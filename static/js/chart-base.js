@@ -77,7 +77,7 @@ export class ChartBase {
 
   buildDom(host) {
     const titleId = `chart-${this.id}-title`;
-    this.plot = el("div", { className: "plot", role: "img", "aria-label": `${this.options.title} chart` });
+    this.plot = el("div", { className: "plot" });
     this.note = el("p", { className: "chart-note", "aria-live": "polite" });
     this.xSelect = el("select", { onchange: () => this.setXMode(this.xSelect.value) },
       Object.entries(X_MODES).map(([value, label]) => el("option", { value }, label)));
@@ -99,6 +99,15 @@ export class ChartBase {
     this.note);
     if (this.options.help) this.element.querySelector("h3").title = this.options.help;
     host.append(this.element);
+    // Off-screen charts keep their live points but redraw only when scrolled into view:
+    // every redraw costs main-thread time that the charts on screen need.
+    this.onScreen = true;
+    if ("IntersectionObserver" in window) {
+      new IntersectionObserver((entries) => {
+        this.onScreen = entries.at(-1).isIntersecting;
+        if (this.onScreen) this.requestFlush();
+      }, { rootMargin: "200px" }).observe(this.element);
+    }
   }
 
   /** Subclasses add their own controls (log y, smoothing, …). */
@@ -262,6 +271,7 @@ export class ChartBase {
     this.fetchController = controller;
     this.extensions.clear(); // a fresh render draws everything
     this.plot.dataset.state = "loading";
+    if (!this.plotted) this.showNote("Loading…");
     const maxPoints = this.maxPoints();
     try {
       const answers = await Promise.all([...this.keysByRun()].map(async ([runId, keys]) => {
@@ -356,7 +366,7 @@ export class ChartBase {
   }
 
   requestFlush() {
-    if (this.flushRequested || !this.extensions.size) return;
+    if (this.flushRequested || !this.extensions.size || !this.onScreen) return;
     this.flushRequested = true;
     // One redraw per frame however many events arrived; a hidden tab draws on return.
     requestAnimationFrame(() => {

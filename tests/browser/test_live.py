@@ -15,6 +15,7 @@ from bench.ui_latency import (
     measure_live_latency,
     plotted_points,
     summarize,
+    trainer_like_row,
     write_long_series,
 )
 from tests.browser.conftest import ARTIFACTS, UI, restart
@@ -35,12 +36,14 @@ def _record(name: str, figures: dict[str, object]) -> None:
 
 
 def test_live_latency_p95_under_a_second(ui: UI, shared_server: LiveServer) -> None:
-    run_id = external_run(shared_server, "latency")
-    ingest(shared_server, run_id, loss_rows(0, 100))
+    # A run page with every chart (loss, grad norm, lr, throughput, heatmaps, per layer).
+    run_id = external_run(shared_server, "latency", vocab_size=65, grad_clip=1.0)
+    ingest(shared_server, run_id, [trainer_like_row(step) for step in range(500)])
     ui.page.goto(f"{shared_server.url}/run.html?id={run_id}")
-    wait_until_ready(ui.page, "loss")
+    for chart in ("loss", "grad-norm", "act-std", "update-ratio", "param-layers"):
+        wait_until_ready(ui.page, chart)
 
-    latencies = measure_live_latency(ui.page, shared_server.url, run_id, 100, LATENCY_SAMPLES)
+    latencies = measure_live_latency(ui.page, shared_server.url, run_id, 500, LATENCY_SAMPLES)
     figures = summarize(latencies)
     _record("ui-live-latency", figures)
     assert figures["p95_ms"] < 1000, figures

@@ -328,3 +328,17 @@ def test_a_large_batch_arrives_as_a_range_and_is_fetched(ui: UI, shared_server: 
     wait_for_step(ui.page, "loss", "train/loss", 6009)
     plotted = trace(ui.page, "loss", "train/loss")
     assert plotted is not None and 50.0 in plotted["y"]
+
+
+def test_charts_appear_when_the_first_points_arrive(ui: UI, shared_server: LiveServer) -> None:
+    run_id = external_run(shared_server, "empty-at-first", grad_clip=1.0)
+    ui.page.goto(f"{shared_server.url}/run.html?id={run_id}")
+    ui.page.locator("#run-status .status-running").wait_for()
+    ui.page.locator("#live-indicator[data-state='live']").wait_for()
+    assert ui.page.locator("#chart-loss").is_hidden()
+    ingest(shared_server, run_id, loss_rows(0, 3, **{"train/grad_norm": 0.7}))
+    wait_for_step(ui.page, "loss", "train/loss", 2)
+    wait_for_step(ui.page, "grad-norm", "train/grad_norm", 2)
+    assert ui.page.locator("#chart-loss").is_visible()
+    assert ui.page.locator("#chart-act-std").is_hidden()  # no activation statistics logged
+    assert ui.page.inner_text("#run-step") == "2"
