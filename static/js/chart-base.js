@@ -11,8 +11,9 @@
 import { api, apiUrl, isAbort } from "./api.js";
 import { loadPlotly } from "./plotly.js";
 import { el, formatCount } from "./format.js";
-import { X_MODES, runOrigin, timeUnitFor } from "./series.js";
-
+import { findingMarks } from "./marks.js";
+import { X_MODES, runOrigin } from "./series.js";
+import { XAxis } from "./x-axis.js";
 
 // M4 keeps 4 points per bucket; 2 points per pixel is a bucket every 2 pixels, which
 // draws the same picture as the full series while keeping every minimum and maximum.
@@ -20,21 +21,6 @@ const POINTS_PER_PIXEL = 2;
 const LIVE_BUDGET = 2;
 const FETCH_MARGIN = 0.05; // fetch a little beyond the visible range so a small pan shows data at once
 const ZOOM_DEBOUNCE_MS = 120;
-
-export const SEVERITY_COLORS = { critical: "#c62828", warning: "#e08a00", info: "#2f6fd6" };
-export const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
-  "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
-
-/** A shaded band over x0..x1 (full height), drawn below the data so it never covers a
- *  spike; a single step becomes a line, since a zero-width band would not show at all. */
-export function band(name, x0, x1, color, opacity) {
-  if (x1 === x0) {
-    return { type: "line", name, xref: "x", yref: "paper", x0, x1, y0: 0, y1: 1,
-      line: { color, width: 3 }, opacity: Math.min(1, opacity * 3), layer: "below" };
-  }
-  return { type: "rect", name, xref: "x", yref: "paper", x0, x1, y0: 0, y1: 1,
-    fillcolor: color, opacity, line: { color, width: 1 }, layer: "below" };
-}
 
 export const PLOTLY_CONFIG = {
   responsive: true,
@@ -54,7 +40,7 @@ export class ChartBase {
     this.options = options;
     this.id = options.id;
     this.runs = options.runs;
-    this.xMode = options.xMode ?? "step";
+    this.axis = new XAxis(options.runs, options.xMode ?? "step");
     this.xRange = null; // the user's zoom, in x units; null: everything, following live points
     this.specs = [];
     this.data = new Map(); // spec id → SeriesData
@@ -66,10 +52,9 @@ export class ChartBase {
     this.flushRequested = false;
     this.fetchCount = 0;
     this.fetchedPoints = 0;
-    this.timeUnit = timeUnitFor(0);
     this.visible = false;
     this.plotted = false;
-    this.applyingLayout = false;
+    this.applying = 0; // layout changes of our own in flight: their events are not the user's
     this.buildDom(host);
   }
 
@@ -165,47 +150,33 @@ export class ChartBase {
 
   // -- x axis --------------------------------------------------------------------------
 
-  run(runId) {
-    return this.runs.get(runId) ?? {};
+  get xMode() {
+    return this.axis.mode;
   }
 
-  tokensAvailable() {
-    return [...this.runs.values()].every((run) => run.tokens_per_step);
+  run(runId) {
+    return this.axis.run(runId);
   }
 
   xOf(runId, step, time) {
-    if (this.xMode === "tokens") return step * (this.run(runId).tokens_per_step || 1);
-    if (this.xMode === "time") return (time - runOrigin(this.run(runId))) / this.timeUnit.seconds;
-    return step;
+    return this.axis.of(runId, step, time);
   }
 
-  xTitle() {
-    if (this.xMode === "time") return `wall time (${this.timeUnit.label} since start)`;
-    return X_MODES[this.xMode];
-  }
-
-  /** Pick the wall-time unit from the data held, so the axis reads in s, min or h. */
-  chooseTimeUnit() {
-    let span = 0;
+  /** Any series of a run that holds data (for time lookups). */
+  heldData(runId) {
     for (const spec of this.specs) {
       const data = this.data.get(spec.id);
-      if (data?.length) span = Math.max(span, data.times[data.length - 1] - runOrigin(this.run(spec.runId)));
+      if (spec.runId === runId && data?.length) return data;
     }
-    this.timeUnit = timeUnitFor(span);
+    return undefined;
   }
 
-  /** A run's steps at an x position (inverse of xOf); undefined past the data held. */
+  chooseTimeUnit() {
+    this.axis.fitTimeUnit(this.specs.map((spec) => ({ runId: spec.runId, data: this.data.get(spec.id) })));
+  }
+
   stepOfX(runId, x) {
-    if (this.xMode === "tokens") return x / (this.run(runId).tokens_per_step || 1);
-    if (this.xMode === "time") {
-      const time = x * this.timeUnit.seconds + runOrigin(this.run(runId));
-      for (const spec of this.specs) {
-        const data = this.data.get(spec.id);
-        if (spec.runId === runId && data?.length) return data.stepAtTime(time);
-      }
-      return undefined;
-    }
-    return x;
+    return this.axis.stepAt(runId, x, this.heldData(runId));
   }
 
   /** The step window to fetch for a run: the visible range and a margin, or everything. */
@@ -230,15 +201,18 @@ export class ChartBase {
   }
 
   setXMode(mode) {
-    if (mode === "tokens" && !this.tokensAvailable()) {
+    if (mode === "tokens" && !this.axis.tokensAvailable()) {
       this.xSelect.value = this.xMode;
       this.showNote("Tokens seen needs tokens per step, which this run does not report.");
       return;
     }
-    this.xMode = mode;
+    this.axis.mode = mode;
     this.xSelect.value = mode;
-    this.xRange = null;
-    this.render();
+    // A zoomed chart holds only its window: show the whole run again, fetched afresh.
+    if (this.xRange) {
+      this.xRange = null;
+      this.scheduleFetch(0);
+    } else this.render();
   }
 
   // -- fetching ------------------------------------------------------------------------
@@ -328,10 +302,10 @@ export class ChartBase {
     }
     this.fetchedPoints = held;
     if (!held) return "No data yet.";
-    const range = this.xRange ? "in view" : "";
+    const where = this.xRange ? " in view" : "";
     return downsampled
-      ? `${formatCount(held)} of ${formatCount(total)} points ${range} (extremes kept at every zoom)`
-      : `${formatCount(held)} points ${range} at full resolution`;
+      ? `${formatCount(held)} of ${formatCount(total)} points${where} (extremes kept at every zoom)`
+      : `${formatCount(held)} points${where} at full resolution`;
   }
 
   // -- live ----------------------------------------------------------------------------
@@ -382,7 +356,7 @@ export class ChartBase {
 
   attachPlotEvents() {
     this.plot.on("plotly_relayout", (event) => {
-      if (this.applyingLayout) return;
+      if (this.applying) return;
       let lo = event["xaxis.range[0]"];
       let hi = event["xaxis.range[1]"];
       if (Array.isArray(event["xaxis.range"])) [lo, hi] = event["xaxis.range"];
@@ -402,11 +376,10 @@ export class ChartBase {
   setXRange(xRange) {
     this.xRange = xRange ? [...xRange] : null;
     if (this.plotted) {
-      this.applyingLayout = true;
       const update = xRange
         ? { "xaxis.range": [...xRange], "xaxis.autorange": false }
         : { "xaxis.autorange": true };
-      window.Plotly.relayout(this.plot, update).finally(() => { this.applyingLayout = false; });
+      this.ownLayout(() => window.Plotly.relayout(this.plot, update));
     }
     this.scheduleFetch(0);
   }
@@ -421,14 +394,7 @@ export class ChartBase {
   }
 
   timeNear(runId, step) {
-    for (const spec of this.specs) {
-      const data = this.data.get(spec.id);
-      if (spec.runId === runId && data?.length) {
-        const time = data.timeAt(step);
-        if (time !== undefined) return time;
-      }
-    }
-    return runOrigin(this.run(runId));
+    return this.heldData(runId)?.timeAt(step) ?? runOrigin(this.run(runId));
   }
 
   // -- decorations -----------------------------------------------------------------------
@@ -440,29 +406,20 @@ export class ChartBase {
 
   /** Findings as shaded bands over their steps, coloured by severity. */
   findingShapes() {
-    const shapes = [];
-    const annotations = [];
-    for (const finding of this.findings) {
-      if (finding.first_step === null || finding.first_step === undefined) continue;
-      if (!this.runs.has(finding.run_id) || !this.specs.some((s) => s.runId === finding.run_id)) continue;
-      const last = finding.last_step ?? finding.first_step;
-      const x0 = this.xOf(finding.run_id, finding.first_step, this.timeNear(finding.run_id, finding.first_step));
-      const x1 = this.xOf(finding.run_id, last, this.timeNear(finding.run_id, last));
-      const color = SEVERITY_COLORS[finding.severity] ?? SEVERITY_COLORS.info;
-      shapes.push(band(`finding-${finding.id}`, x0, x1, color, 0.14));
-      annotations.push({
-        name: `finding-${finding.id}`, x: x0, xref: "x", y: 1, yref: "paper", yanchor: "bottom",
-        text: "▼", showarrow: false, font: { color, size: 11 },
-        hovertext: `${finding.severity}: ${finding.title} (steps ${finding.first_step}–${last})`,
-      });
-    }
-    return { shapes, annotations };
+    return findingMarks(this.findings.filter((finding) =>
+      this.specs.some((spec) => spec.runId === finding.run_id)), (runId, step) =>
+      this.xOf(runId, step, this.timeNear(runId, step)));
   }
 
   redecorate() {
     const { shapes, annotations } = this.decorations();
-    this.applyingLayout = true;
-    window.Plotly.relayout(this.plot, { shapes, annotations }).finally(() => { this.applyingLayout = false; });
+    this.ownLayout(() => window.Plotly.relayout(this.plot, { shapes, annotations }));
+  }
+
+  /** Run a Plotly call whose relayout events must not be taken for the user's zoom. */
+  ownLayout(call) {
+    this.applying += 1;
+    return Promise.resolve().then(call).finally(() => { this.applying -= 1; });
   }
 
   decorations() {
@@ -471,7 +428,7 @@ export class ChartBase {
 
   baseLayout() {
     const { shapes, annotations } = this.decorations();
-    const xaxis = { title: { text: this.xTitle() }, zeroline: false, automargin: true };
+    const xaxis = { title: { text: this.axis.title() }, zeroline: false, automargin: true };
     if (this.xRange) Object.assign(xaxis, { range: [...this.xRange], autorange: false });
     else xaxis.autorange = true;
     return {
@@ -490,11 +447,9 @@ export class ChartBase {
 
   /** Plotly.react, then the bookkeeping every render needs. */
   draw(traces, layout) {
-    return loadPlotly().then((Plotly) => {
-      this.applyingLayout = true;
-      return Plotly.react(this.plot, traces, layout, PLOTLY_CONFIG);
-    }).then(() => {
-      this.applyingLayout = false;
+    return loadPlotly().then((Plotly) => this.ownLayout(
+      () => Plotly.react(this.plot, traces, layout, PLOTLY_CONFIG),
+    )).then(() => {
       if (!this.plotted) {
         this.plotted = true;
         this.attachPlotEvents();
@@ -507,7 +462,6 @@ export class ChartBase {
         performance.mark(`trainlens:first-data:${this.id}`);
       }
     }).catch((error) => {
-      this.applyingLayout = false;
       this.showNote(`Could not draw: ${error.message}`, true);
     });
   }

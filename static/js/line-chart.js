@@ -6,7 +6,8 @@
 // Series kinds: "line" (drawn), "flags" (0/1 series drawn as markers on another line),
 // "events" (0/1 series drawn as vertical lines).
 
-import { ChartBase, PALETTE, band } from "./chart-base.js";
+import { ChartBase } from "./chart-base.js";
+import { PALETTE, band } from "./marks.js";
 import { decodeValue, el } from "./format.js";
 import { SeriesData, ema, finiteOrNull, nonFiniteStretches } from "./series.js";
 

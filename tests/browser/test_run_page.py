@@ -341,4 +341,5 @@ def test_charts_appear_when_the_first_points_arrive(ui: UI, shared_server: LiveS
     wait_for_step(ui.page, "grad-norm", "train/grad_norm", 2)
     assert ui.page.locator("#chart-loss").is_visible()
     assert ui.page.locator("#chart-act-std").is_hidden()  # no activation statistics logged
-    assert ui.page.inner_text("#run-step") == "2"
+    # The header follows too (it redraws at most four times a second).
+    ui.page.wait_for_function("document.querySelector('#run-step')?.textContent === '2'")

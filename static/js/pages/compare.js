@@ -6,7 +6,7 @@
 // keys for that run (one request per run at a time) and appends it to the charts.
 
 import { api } from "../api.js";
-import { PALETTE } from "../chart-base.js";
+import { PALETTE } from "../marks.js";
 import { el, formatCount, formatNumber, statusBadge } from "../format.js";
 import { LineChart } from "../line-chart.js";
 import { loadPlotly } from "../plotly.js";
