@@ -10,7 +10,7 @@
 
 import { api, apiUrl, isAbort } from "./api.js";
 import { loadPlotly } from "./plotly.js";
-import { el, formatCount } from "./format.js";
+import { el, formatCount, plotText } from "./format.js";
 import { findingMarks } from "./marks.js";
 import { X_MODES, runOrigin } from "./series.js";
 import { XAxis } from "./x-axis.js";
@@ -64,7 +64,8 @@ export class ChartBase {
     const titleId = `chart-${this.id}-title`;
     this.plot = el("div", { className: "plot" });
     this.note = el("p", { className: "chart-note", "aria-live": "polite" });
-    this.xSelect = el("select", { onchange: () => this.setXMode(this.xSelect.value) },
+    this.xSelect = el("select", { "aria-label": `${this.options.title}: x axis`,
+      onchange: () => this.setXMode(this.xSelect.value) },
       Object.entries(X_MODES).map(([value, label]) => el("option", { value }, label)));
     this.xSelect.value = this.xMode;
     this.csv = el("span", { className: "csv" });
@@ -122,7 +123,8 @@ export class ChartBase {
     for (const [runId, keys] of keysByRun) {
       const run = this.runs.get(runId);
       for (const spec of this.options.match(keys, run)) {
-        specs.push({ kind: "line", yaxis: "y", ...spec, runId, id: `${runId}|${spec.key}` });
+        specs.push({ kind: "line", yaxis: "y", ...spec, label: plotText(spec.label ?? spec.key), runId,
+          id: `${runId}|${spec.key}` });
       }
     }
     const before = this.specs.map((spec) => spec.id).join(",");

@@ -104,3 +104,9 @@ export function el(tag, props = {}, ...children) {
   }
   return node;
 }
+
+/** Text for Plotly: it renders a subset of HTML in names and labels, so run names and
+ *  metric keys (which users choose) are escaped before they reach it. */
+export function plotText(text) {
+  return String(text ?? "").replace(/[&<>]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;" })[c]);
+}

@@ -2,6 +2,8 @@
 // markers, and the band/line primitive that non-finite stretches use too. Shapes go
 // below the data, so a marker never covers the spike it points at.
 
+import { plotText } from "./format.js";
+
 export const SEVERITY_COLORS = { critical: "#c62828", warning: "#e08a00", info: "#2f6fd6" };
 export const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
   "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
@@ -34,7 +36,7 @@ export function findingMarks(findings, xOf) {
     annotations.push({
       name: `finding-${finding.id}`, x: x0, xref: "x", y: 1, yref: "paper", yanchor: "bottom",
       text: "▼", showarrow: false, font: { color, size: 11 },
-      hovertext: `${finding.severity}: ${finding.title} (steps ${finding.first_step}–${last})`,
+      hovertext: `${finding.severity}: ${plotText(finding.title)} (steps ${finding.first_step}–${last})`,
     });
   }
   return { shapes, annotations };

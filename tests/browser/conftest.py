@@ -37,12 +37,13 @@ VIEWPORT = {"width": 1440, "height": 1000}
 
 
 def find_chromium() -> str | None:
-    candidates = [
-        os.environ.get("TRAINLENS_CHROMIUM"),
-        "/usr/bin/chromium",
-        shutil.which("chromium"),
-        shutil.which("chromium-browser"),
-    ]
+    """TRAINLENS_CHROMIUM when set (and then only it), else Debian's chromium."""
+    explicit = os.environ.get("TRAINLENS_CHROMIUM")
+    candidates = (
+        [explicit]
+        if explicit
+        else ["/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")]
+    )
     for candidate in candidates:
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return candidate

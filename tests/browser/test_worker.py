@@ -105,12 +105,11 @@ def test_a_fault_preset_shows_its_finding_in_the_panel_and_on_the_chart(
     preset = next(
         p for p in httpx.get(f"{worker_server.url}/api/presets").json() if p["name"] == "nan"
     )
-    response = httpx.post(
-        f"{worker_server.url}/api/runs", json={"name": "nan-fault", "preset": preset["name"]}
-    )
-    run_id = response.json()["id"]
     page = ui.page
-    page.goto(f"{worker_server.url}/run.html?id={run_id}")
+    page.goto(worker_server.url + "/#launch")
+    page.get_by_label("Preset").select_option(preset["name"])
+    page.get_by_role("button", name="Launch", exact=True).click()
+    page.wait_for_url("**/run.html?id=*")
     codes = ",".join(f"[data-code='{code}']" for code in preset["expected_findings"])
     item = page.locator(f"#findings li:is({codes})").first
     item.wait_for(timeout=TRAINING_TIMEOUT_MS)
