@@ -22,6 +22,29 @@ const LIVE_BUDGET = 2;
 const FETCH_MARGIN = 0.05; // fetch a little beyond the visible range so a small pan shows data at once
 const ZOOM_DEBOUNCE_MS = 120;
 
+// One redraw queue for every chart of the page. Redraws are spread over frames, about a
+// frame's budget each, in page order: the loss chart is drawn in the first frame after
+// its points arrive, and a burst of live points never blocks the page for long.
+const flushQueue = new Set();
+let flushFrame = null;
+const FRAME_BUDGET_MS = 12;
+
+function queueFlush(chart) {
+  flushQueue.add(chart);
+  flushFrame ??= requestAnimationFrame(runFlushes);
+}
+
+function runFlushes() {
+  flushFrame = null;
+  const started = performance.now();
+  for (const chart of flushQueue) {
+    flushQueue.delete(chart);
+    chart.flushNow();
+    if (performance.now() - started > FRAME_BUDGET_MS) break;
+  }
+  if (flushQueue.size) flushFrame = requestAnimationFrame(runFlushes);
+}
+
 export const PLOTLY_CONFIG = {
   responsive: true,
   displaylogo: false,
@@ -49,7 +72,6 @@ export class ChartBase {
     this.extensions = new Map(); // spec id → index of its first point not yet drawn
     this.fetchController = null;
     this.fetchTimer = null;
-    this.flushRequested = false;
     this.fetchCount = 0;
     this.fetchedPoints = 0;
     this.visible = false;
@@ -341,17 +363,17 @@ export class ChartBase {
     throw new Error("appendLive is abstract");
   }
 
+  /** Draw the appended points soon: one redraw however many events arrived meanwhile. */
   requestFlush() {
-    if (this.flushRequested || !this.extensions.size || !this.onScreen) return;
-    this.flushRequested = true;
-    // One redraw per frame however many events arrived; a hidden tab draws on return.
-    requestAnimationFrame(() => {
-      this.flushRequested = false;
-      if (this.fetchController || !this.extensions.size) return;
-      this.flush();
-      this.extensions.clear();
-      this.showNote(this.describeData());
-    });
+    if (!this.extensions.size || !this.onScreen) return;
+    queueFlush(this);
+  }
+
+  flushNow() {
+    if (this.fetchController || !this.extensions.size) return;
+    this.flush();
+    this.extensions.clear();
+    this.showNote(this.describeData());
   }
 
   // -- zoom ------------------------------------------------------------------------------
