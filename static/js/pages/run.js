@@ -206,7 +206,9 @@ function onPoints(event) {
   scheduleHeader();
   if (!charts.length) return; // the charts' first fetch will include these points
   if (newKeys) updateCharts();
-  if (event.keys["data/vocab_size"]) charts[0]?.plotted && charts[0].redecorate();
+  // The trainer logs its vocabulary size at the first step: the ln(vocab) line follows.
+  const loss = charts.find((chart) => chart.id === "loss");
+  if (event.keys["data/vocab_size"] && loss?.plotted) loss.redecorate();
   for (const chart of charts) chart.onPoints(runId, event.keys);
 }
 
