@@ -48,9 +48,7 @@ def corpus() -> str:
     return builtin_corpus()[:200_000]
 
 
-def run(
-    config: TrainConfig, text: str, out_dir: Path, **kwargs: Any
-) -> tuple[Any, MemorySink]:
+def run(config: TrainConfig, text: str, out_dir: Path, **kwargs: Any) -> tuple[Any, MemorySink]:
     from trainer.train import train
 
     sink = MemorySink()

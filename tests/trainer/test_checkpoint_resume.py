@@ -83,9 +83,7 @@ def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path: Path)
     assert random.random() == expected[1] and np.random.rand() == expected[2]
 
 
-def test_stop_writes_a_checkpoint_and_resume_is_bitwise_exact(
-    tmp_path: Path, corpus: str
-) -> None:
+def test_stop_writes_a_checkpoint_and_resume_is_bitwise_exact(tmp_path: Path, corpus: str) -> None:
     # Dropout on: resuming must restore the RNG streams, not just the weights.
     config = tiny_config(max_steps=20, dropout=0.1, eval_interval=5, checkpoint_interval=7)
     straight, straight_sink = run(config, corpus, tmp_path / "straight")

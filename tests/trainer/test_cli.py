@@ -17,6 +17,10 @@ from trainer.checkpoint import read_checkpoint_info
 from trainer.cli import build_config, build_parser
 
 REPO = Path(__file__).resolve().parents[2]
+STEP_KEYS = {
+    "train/loss", "train/grad_norm", "train/grad_clipped", "train/lr",
+    "perf/tokens_per_sec", "perf/step_ms", "sys/mem_gb",
+}  # fmt: skip
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
@@ -34,9 +38,7 @@ def _cli(*args: str, **kwargs: object) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
-def test_cli_trains_and_writes_metrics_samples_and_checkpoints(
-    tmp_path: Path, corpus: str
-) -> None:
+def test_cli_trains_and_writes_metrics_samples_and_checkpoints(tmp_path: Path, corpus: str) -> None:
     config = tmp_path / "cfg.json"
     config.write_text(json.dumps({**TINY, "max_steps": 50}))
     data = tmp_path / "data.txt"
@@ -53,8 +55,7 @@ def test_cli_trains_and_writes_metrics_samples_and_checkpoints(
     rows = _strict_json_lines(out / "metrics.jsonl")
     assert [row["step"] for row in rows] == list(range(6))
     for row in rows:
-        assert {"train/loss", "train/grad_norm", "train/grad_clipped", "train/lr",
-                "perf/tokens_per_sec", "perf/step_ms", "sys/mem_gb"} <= set(row["metrics"])  # fmt: skip
+        assert STEP_KEYS <= set(row["metrics"])
         assert isinstance(row["time"], float)
     assert {"val/loss", "train/loss_eval"} <= set(rows[0]["metrics"])
     assert {"val/loss", "train/loss_eval"} <= set(rows[5]["metrics"])

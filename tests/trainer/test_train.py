@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from tests.trainer.conftest import run, tiny_config
-from trainer import mfu, train as train_module
+from trainer import mfu
+from trainer import train as train_module
 from trainer.data import Batches, build_tokenizer, make_splits
 from trainer.model import build_model
 
