@@ -10,7 +10,7 @@ import torch
 
 from tests.trainer.conftest import SHAKESPEARE, tiny_config
 from trainer.config import TrainConfig
-from trainer.data import CharTokenizer, random_windows
+from trainer.data import CharTokenizer, build_tokenizer, make_splits, random_windows
 from trainer.model import GPT, build_model
 from trainer.optim import build_optimizer, param_groups
 from trainer.schedule import config_lr, lr_at
@@ -127,3 +127,14 @@ def test_evaluation_runs_in_eval_mode_without_grad_and_restores_train() -> None:
     x, y = batches[0]
     noisy = [model(x, y)[1].item() for _ in range(2)]
     assert noisy[0] != noisy[1]  # back in train mode, dropout is on again
+
+
+@pytest.mark.skipif(not SHAKESPEARE.exists(), reason="needs ../shared/data/tinyshakespeare.txt")
+def test_tiny_shakespeare_split_matches_the_published_figures() -> None:
+    text = SHAKESPEARE.read_text(encoding="utf-8")
+    config = TrainConfig()
+    tokenizer = build_tokenizer("char", text)
+    splits = make_splits(config, text, tokenizer)
+    assert tokenizer.vocab_size == 65
+    assert (len(splits.train), len(splits.val)) == (1_003_854, 111_540)
+    assert tokenizer.decode(splits.val[:20].tolist()) == text[1_003_854 : 1_003_854 + 20]
