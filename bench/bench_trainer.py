@@ -133,7 +133,7 @@ def bench_shape(config: TrainConfig, vocab_size: int, steps: int) -> None:
         print("  MFU: unknown (device not in the peak table)")
     else:
         mfu = flops_per_token(config, n_params) * tokens_per_sec / peak
-        print(f"  MFU: {100 * mfu:.1f}% of {peak / 1e12:.0f} TFLOP/s")
+        print(f"  MFU: {100 * mfu:.1f}% of {peak / 1e12:.3g} TFLOP/s")
 
 
 def gpt2_config(device: str) -> TrainConfig:
