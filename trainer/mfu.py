@@ -49,22 +49,28 @@ _PROBE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.fl
 
 
 @functools.cache
-def cpu_peak_flops(precision: str, n: int = 1024, repeats: int = 4) -> float:
-    """Best observed FLOP/s of an n x n matmul on this CPU, measured once per process.
+def cpu_peak_flops(precision: str, max_n: int = 1024, repeats: int = 3) -> float:
+    """Best observed FLOP/s of a square matmul on this CPU, measured once per process.
 
-    Best-of-repeats, since a busy machine only ever makes the probe slower; n = 1024 is
-    large enough to reach the BLAS's steady rate (~0.1 s on two cores in fp32).
+    The size doubles from 256 until one matmul takes >= 20 ms (or max_n), so the probe
+    reaches the BLAS's steady rate in fp32 (~0.1 s in all) without spending seconds on
+    CPUs that emulate fp16/bf16. Best-of-repeats: a busy machine only slows it down.
     """
     dtype = _PROBE_DTYPES[precision]
-    a = torch.randn(n, n, generator=torch.Generator().manual_seed(0)).to(dtype)
-    b = torch.randn(n, n, generator=torch.Generator().manual_seed(1)).to(dtype)
-    torch.mm(a, b)  # warm-up: thread pool, kernel selection
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best
+    generator = torch.Generator().manual_seed(0)
+    n, best = 256, float("inf")
+    while True:
+        a = torch.randn(n, n, generator=generator).to(dtype)
+        b = torch.randn(n, n, generator=generator).to(dtype)
+        torch.mm(a, b)  # warm-up: thread pool, kernel selection
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            torch.mm(a, b)
+            best = min(best, time.perf_counter() - start)
+        if best >= 0.02 or n >= max_n:
+            return 2 * n**3 / best
+        n *= 2
 
 
 def device_peak_flops(device: torch.device, precision: str) -> float | None:
