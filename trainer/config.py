@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-BUILTIN_DATASET = "stdlib"  # duplicated from trainer.corpus to keep this module leaf-level
+from trainer.corpus import BUILTIN_DATASET
 
 
 class ActionsConfig(BaseModel):
