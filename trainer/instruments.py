@@ -1,0 +1,86 @@
+"""Per-layer instruments: gradient, parameter and update norms, activation statistics.
+
+Everything is computed on the device with foreach kernels and index_add, and leaves the
+device as part of the step's single `.tolist()`: an instrument step adds no host sync.
+Layers are "wte" (tied with the LM head), "wpe", "h0".."h{L-1}", "ln_f"; activation
+statistics use "h{i}.mlp" (the MLP pre-activation) and "h{i}.resid" (the residual stream
+after block i).
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+
+import torch
+import torch.nn as nn
+
+from trainer.model import MLP_STATS, RESID_STATS, layer_names, layer_of
+
+
+class LayerInstruments:
+    """Per-layer norms for one (unwrapped) model."""
+
+    def __init__(self, model: nn.Module, n_layer: int) -> None:
+        named = list(model.named_parameters())  # tied weights appear once
+        self.params = [p for _, p in named]
+        self.layers = layer_names(n_layer)
+        position = {layer: i for i, layer in enumerate(self.layers)}
+        device = self.params[0].device
+        self.layer_index = torch.tensor([position[layer_of(n)] for n, _ in named], device=device)
+        self.n_layer = n_layer
+        self._before: list[torch.Tensor] | None = None
+
+    def _per_layer(self, norms: list[torch.Tensor]) -> torch.Tensor:
+        """Combine per-parameter L2 norms into per-layer L2 norms, (n_layers,)."""
+        squares = torch.stack(norms).float().square()  # (P,)
+        total = torch.zeros(len(self.layers), device=squares.device)
+        return total.index_add_(0, self.layer_index, squares).sqrt()  # (n_layers,)
+
+    def grad_norms(self) -> torch.Tensor:
+        """Per-layer gradient norms; call before clipping to see what backward produced."""
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        return self._per_layer(torch._foreach_norm(grads))
+
+    def snapshot(self) -> None:
+        """Remember the weights before the optimizer step (for the update ratio)."""
+        self._before = [p.detach().clone() for p in self.params]
+
+    def param_and_update(self) -> torch.Tensor:
+        """Pre-step parameter norms and ||dW||/||W|| per layer, as (2, n_layers)."""
+        if self._before is None:
+            raise RuntimeError("snapshot() must be called before the optimizer step")
+        after = [p.detach() for p in self.params]
+        deltas = torch._foreach_sub(after, self._before)
+        param_norm = self._per_layer(torch._foreach_norm(self._before))
+        update_norm = self._per_layer(torch._foreach_norm(deltas))
+        self._before = None
+        return torch.stack((param_norm, update_norm / param_norm.clamp_min(1e-12)))
+
+    @property
+    def size(self) -> int:
+        """Number of values in one flattened instrument vector."""
+        return self.n_layer * (len(MLP_STATS) + len(RESID_STATS)) + 3 * len(self.layers)
+
+    def metrics(self, values: list[float]) -> dict[str, float]:
+        """Name the flat vector [act (L, 8), grad (n), param (n), update (n)]."""
+        out: dict[str, float] = {}
+        it = iter(values)
+        for i in range(self.n_layer):
+            for stat in MLP_STATS:
+                out[f"act/h{i}.mlp/{stat}"] = next(it)
+            for stat in RESID_STATS:
+                out[f"act/h{i}.resid/{stat}"] = next(it)
+        for kind, suffix in (("grad", "norm"), ("param", "norm"), ("update", "ratio")):
+            for layer in self.layers:
+                out[f"{kind}/{layer}/{suffix}"] = next(it)
+        return out
+
+
+def memory_gb(device: torch.device) -> float:
+    """Peak memory in GB: allocated tensors on CUDA, resident set size elsewhere."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # ru_maxrss is KiB on Linux, bytes on macOS.
+    return peak / 1e9 if sys.platform == "darwin" else peak * 1024 / 1e9

@@ -1,0 +1,99 @@
+"""The pieces of one training step, kept apart from the loop so tests can call them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from trainer.data import Tokenizer
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def forward_backward(
+    model: nn.Module,
+    next_batch: Callable[[], Batch],
+    accum_steps: int,
+    autocast: Any,
+    scaler: torch.amp.GradScaler | None = None,
+    collect_stats: bool = False,
+    inject_nan: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Accumulate gradients over accum_steps micro-batches.
+
+    Each micro-batch loss is divided by accum_steps, so the summed gradient is the
+    gradient of the mean loss over the whole step, exactly as one big batch would give.
+    Returns the step's mean loss (detached, on device) and the first micro-batch's
+    activation statistics (n_layer, 8) when collect_stats.
+    """
+    total: torch.Tensor | None = None
+    stats: torch.Tensor | None = None
+    for micro in range(accum_steps):
+        x, y = next_batch()
+        if isinstance(model, DDP):
+            # All-reduce gradients only once, after the last micro-batch.
+            model.require_backward_grad_sync = micro == accum_steps - 1
+        with autocast:
+            _, loss, micro_stats = model(x, y, collect_stats=collect_stats and micro == 0)
+        if micro == 0:
+            stats = micro_stats
+        loss = loss / accum_steps
+        if inject_nan and micro == 0:
+            loss = loss * float("nan")  # the `nan` scenario's fault
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        total = loss.detach() if total is None else total + loss.detach()
+    assert total is not None
+    return total.float(), stats
+
+
+@torch.no_grad()
+def estimate_loss(model: nn.Module, batches: list[Batch], autocast: Any) -> torch.Tensor:
+    """Mean loss over fixed batches in eval mode (no dropout), on device.
+
+    Train mode is restored afterwards whatever the model's mode was on entry: the
+    loop only evaluates between training steps.
+    """
+    model.eval()
+    try:
+        losses = []
+        for x, y in batches:
+            with autocast:
+                _, loss, _ = model(x, y)
+            losses.append(loss.float())
+        return torch.stack(losses).mean()
+    finally:
+        model.train()
+
+
+@torch.no_grad()
+def sample_text(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    device: torch.device,
+    autocast: Any,
+    seed: int,
+    max_new_tokens: int = 200,
+    temperature: float = 0.8,
+) -> str:
+    """A text sample from a newline prompt, with its own generator.
+
+    The private generator keeps sampling out of the training RNG stream, so a run
+    with samples and a resumed run without them stay bitwise identical.
+    """
+    try:
+        prompt = tokenizer.encode("\n")
+    except ValueError:  # a character vocabulary without newlines
+        prompt = [0]
+    idx = torch.tensor([prompt], dtype=torch.long, device=device)  # (1, 1)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    model.eval()
+    try:
+        with autocast:
+            out = model.generate(idx, max_new_tokens, temperature, generator=generator)
+    finally:
+        model.train()
+    return tokenizer.decode(out[0, len(prompt) :].tolist())

@@ -1,0 +1,394 @@
+"""The training loop: read top to bottom.
+
+`train()` builds the run (data, model, optimizer, maybe DDP), then for each step:
+evaluate and sample on schedule, set the LR, accumulate gradients, clip, step, and
+log one row of metrics. The step's numbers leave the device in one `.tolist()`.
+Checkpoints are written every checkpoint_interval steps, on stop and at the end, never
+from a non-finite state; the best-by-val checkpoint is written at evals.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from trainer.checkpoint import (
+    BEST,
+    LATEST,
+    capture_rng_state,
+    latest_checkpoint,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from trainer.config import TrainConfig
+from trainer.control import StopFlag, TrainControl, stop_on_sigterm
+from trainer.data import Batches, build_tokenizer, make_splits, tokenizer_from_state
+from trainer.distributed import (
+    DistInfo,
+    all_reduce_sum,
+    env_world_size,
+    gather_to_main,
+    init_distributed,
+    shutdown_distributed,
+)
+from trainer.instruments import LayerInstruments, memory_gb
+from trainer.mfu import device_peak_flops, flops_per_token
+from trainer.model import GPT, build_model
+from trainer.optim import build_optimizer, set_lr
+from trainer.runtime import autocast_context, configure_backends, make_grad_scaler, resolve_device
+from trainer.schedule import config_lr
+from trainer.sink import MetricSink
+from trainer.stats import robust_zscore
+from trainer.steps import estimate_loss, forward_backward, sample_text
+
+__all__ = ["TrainControl", "TrainResult", "train"]
+
+log = logging.getLogger(__name__)
+
+SPIKE_WINDOW = 128  # losses the spike detector compares against
+SPIKE_MIN_HISTORY = 64  # before this many, every step is taken
+
+
+@dataclass
+class TrainResult:
+    status: Literal["completed", "stopped"]
+    step: int  # optimizer steps completed
+    best_val_loss: float | None = None
+    last_loss: float | None = None
+    reason: str | None = None  # why a stopped run stopped
+    checkpoint: Path | None = None  # the latest checkpoint written, if any
+
+
+class _Restart(Exception):
+    """Raised by the restart_at_step fault: tear down and resume in-process."""
+
+
+def train(
+    config: TrainConfig,
+    text: str,
+    out_dir: Path,
+    sink: MetricSink,
+    control: TrainControl | None = None,
+    resume: bool = False,
+) -> TrainResult:
+    """Train on `text`, logging to `sink` and checkpointing under `out_dir`.
+
+    Stops when `control.should_stop()` (polled once per step) or SIGTERM asks: the step
+    in flight finishes, a checkpoint is written and the sink flushed. Under torchrun every
+    rank calls this; only rank 0 logs and writes files. The sink is flushed, not closed.
+    """
+    out_dir = Path(out_dir)
+    requested = resolve_device(config.device).type
+    dist_info = init_distributed(requested)
+    if dist_info.world_size != config.nproc:
+        raise ValueError(
+            f"nproc ({config.nproc}) does not match the {env_world_size()} process(es) launched"
+        )
+    flag = StopFlag()
+    try:
+        with stop_on_sigterm(flag):
+            while True:
+                try:
+                    return _Run(config, text, out_dir, sink, control, flag, dist_info).loop(resume)
+                except _Restart:
+                    resume = True
+    finally:
+        shutdown_distributed(dist_info)
+
+
+class _Run:
+    """State of one (re)start of a run; `loop` trains until done, stopped or restarted."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        text: str,
+        out_dir: Path,
+        sink: MetricSink,
+        control: TrainControl | None,
+        flag: StopFlag,
+        dist_info: DistInfo,
+    ) -> None:
+        self.config, self.text, self.out_dir, self.sink = config, text, out_dir, sink
+        self.control, self.flag, self.dist = control, flag, dist_info
+        self.device = resolve_device(config.device, dist_info.local_rank)
+        configure_backends(self.device)
+        self.autocast = autocast_context(config, self.device)
+        self.best_val_loss: float | None = None
+        self.last_checkpoint: Path | None = None
+
+    # -- setup ---------------------------------------------------------------------------
+
+    def _setup(self, resume: bool) -> int:
+        """Build everything; returns the step to start at."""
+        config, rank = self.config, self.dist.rank
+        checkpoint_path = latest_checkpoint(self.out_dir) if resume else None
+        if resume and checkpoint_path is None:
+            log.warning("resume requested but %s has no checkpoint; starting fresh", self.out_dir)
+        state = load_checkpoint(checkpoint_path, self.device) if checkpoint_path else None
+        self.resumed = state is not None
+
+        if state is not None:
+            self.tokenizer = tokenizer_from_state(state["tokenizer"])
+        else:
+            self.tokenizer = build_tokenizer(config.tokenizer, self.text)
+        self.batches = Batches(
+            config, make_splits(config, self.text, self.tokenizer), self.device, rank
+        )
+
+        self.model: GPT = build_model(config, self.tokenizer.vocab_size).to(self.device)
+        self.optimizer = build_optimizer(self.model, config, self.device.type)
+        self.scaler = make_grad_scaler(config, self.device)
+        start_step = 0
+        if state is None:
+            # Dropout streams differ per rank; the weights above are identical on all ranks.
+            torch.manual_seed(config.seed + rank)
+        else:
+            start_step = self._restore(state)
+
+        compiled = torch.compile(self.model) if config.compile else self.model
+        self.eval_model = compiled
+        self.train_model = compiled
+        if self.dist.enabled:
+            device_ids = [self.dist.local_rank] if self.device.type == "cuda" else None
+            self.train_model = DDP(compiled, device_ids=device_ids)
+        self.instruments = LayerInstruments(self.model, config.n_layer)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.flops_per_token = flops_per_token(config, self.model.num_params())
+        self.peak_flops = device_peak_flops(self.device, config.precision)
+        return start_step
+
+    def _restore(self, state: dict[str, Any]) -> int:
+        self.model.load_state_dict(state["model"])
+        if self.config.faults.drop_optimizer_on_resume:
+            log.warning("fault drop_optimizer_on_resume: optimizer state discarded")
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.best_val_loss = state.get("best_val_loss")
+        rng_states = state["rng"]
+        if len(rng_states) == self.dist.world_size:
+            restore_rng_state(rng_states[self.dist.rank])
+            self.batches.generator.set_state(rng_states[self.dist.rank]["data"])
+        else:
+            # A different process count cannot continue the old streams; reseed per step.
+            log.warning("world size changed since the checkpoint; RNG streams reseeded")
+            torch.manual_seed(self.config.seed + 7919 * int(state["step"]) + self.dist.rank)
+        return int(state["step"])
+
+    # -- checkpoints ---------------------------------------------------------------------
+
+    def _state_is_finite(self) -> bool:
+        norms = torch.stack(torch._foreach_norm([p.detach() for p in self.params]))
+        return bool(torch.isfinite(norms).all())
+
+    def _save(self, name: str, next_step: int) -> None:
+        """Checkpoint (a collective under DDP: every rank calls it, rank 0 writes)."""
+        rng = capture_rng_state()
+        rng["data"] = self.batches.generator.get_state()
+        all_rng = gather_to_main(rng, self.dist)
+        if not self.dist.is_main:
+            return
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "step": next_step,
+            "best_val_loss": self.best_val_loss,
+            "config": self.config.model_dump(mode="json"),
+            "tokenizer": self.tokenizer.state(),
+            "rng": all_rng,
+            "world_size": self.dist.world_size,
+        }
+        path = self.out_dir / name
+        save_checkpoint(state, path)
+        if name == LATEST:
+            self.last_checkpoint = path
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def loop(self, resume: bool) -> TrainResult:
+        config, faults = self.config, self.config.faults
+        start_step = self._setup(resume)
+        is_main = self.dist.is_main
+        history: deque[float] = deque(maxlen=SPIKE_WINDOW)
+        last_loss: float | None = None
+        world = float(self.dist.world_size)
+
+        for step in range(start_step, config.max_steps):
+            if faults.restart_at_step == step and step > start_step:
+                if self._state_is_finite():
+                    self._save(LATEST, step)
+                self.sink.flush()
+                raise _Restart
+            metrics: dict[str, float] = {}
+            if step == start_step:
+                metrics["data/vocab_size"] = float(self.tokenizer.vocab_size)
+                if self.resumed:
+                    metrics["train/resumed"] = 1.0  # the resume_discontinuity rule keys on it
+            if step % config.eval_interval == 0 or step == config.max_steps - 1:
+                metrics.update(self._evaluate(step))
+            if is_main and step > 0 and step % config.sample_interval == 0:
+                seed = config.seed + step
+                self.sink.sample(
+                    step, sample_text(self.model, self.tokenizer, self.device, self.autocast, seed)
+                )
+
+            lr = config_lr(config, step)
+            set_lr(self.optimizer, lr)
+            instrument = step % config.instrument_interval == 0
+            t0 = time.perf_counter()
+
+            loss, act_stats = forward_backward(
+                self.train_model,
+                functools.partial(self.batches.train_batch, step),
+                config.grad_accum_steps,
+                self.autocast,
+                self.scaler,
+                collect_stats=instrument,
+                inject_nan=faults.nan_step == step,
+            )
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)  # clip and measure true gradients
+            layer_grads = self.instruments.grad_norms() if instrument else None
+            grad_norm = torch.nn.utils.get_total_norm(
+                [p.grad for p in self.params if p.grad is not None]
+            )
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grads_with_norm_(self.params, config.grad_clip, grad_norm)
+
+            # Loss and stop requests are combined across ranks in one all-reduce; the
+            # gradients (hence grad_norm) are already global after DDP's backward.
+            local_stop = self.flag.should_stop() or (
+                self.control is not None and self.control.should_stop()
+            )
+            shared = torch.stack((loss, torch.tensor(float(local_stop), device=self.device)))
+            all_reduce_sum(shared, self.dist)
+            loss = shared[0] / world
+
+            skipped = False
+            if config.actions.skip_loss_spikes:
+                # The decision must precede the update, so this costs one extra sync.
+                loss_now, norm_now = torch.stack((loss, grad_norm.float())).tolist()
+                skipped = _is_spike(loss_now, norm_now, history, config.actions.spike_zscore)
+            if instrument:
+                self.instruments.snapshot()
+            if self.scaler is not None:
+                if not skipped:
+                    self.scaler.step(self.optimizer)  # skips by itself on inf/nan gradients
+                self.scaler.update()
+            elif not skipped:
+                self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+
+            parts = [loss.view(1), grad_norm.float().view(1), shared[1].view(1)]
+            if instrument:
+                assert act_stats is not None and layer_grads is not None
+                parts += [
+                    act_stats.flatten(),
+                    layer_grads,
+                    self.instruments.param_and_update().flatten(),
+                ]
+            values = torch.cat(parts).tolist()  # the step's one device -> host transfer
+            step_time = time.perf_counter() - t0
+            loss_value, grad_norm_value, stop_votes = values[:3]
+
+            # With a GradScaler a non-finite gradient is routine: the scaler skips the
+            # step and lowers the scale, so it is reported as a skip, not as a fault.
+            scaler_skip = self.scaler is not None and not math.isfinite(grad_norm_value)
+            metrics["train/loss"] = loss_value
+            if not scaler_skip:
+                metrics["train/grad_norm"] = grad_norm_value
+            metrics["train/grad_clipped"] = float(0 < config.grad_clip < grad_norm_value)
+            metrics["train/lr"] = lr
+            if config.actions.skip_loss_spikes or self.scaler is not None:
+                metrics["train/skipped"] = float(skipped or scaler_skip)
+            metrics.update(self._perf(step_time))
+            if instrument:
+                metrics.update(self.instruments.metrics(values[3:]))
+            if is_main:
+                self.sink.log(step, metrics, time.time())
+
+            if math.isfinite(loss_value):
+                history.append(loss_value)
+                last_loss = loss_value
+            nonfinite = not math.isfinite(loss_value) or (
+                not math.isfinite(grad_norm_value) and not scaler_skip
+            )
+            if nonfinite and not skipped and config.actions.stop_on_nonfinite:
+                self.sink.flush()
+                return self._result(
+                    "stopped", step + 1, last_loss, f"non-finite loss at step {step}"
+                )
+
+            stop = stop_votes > 0
+            done = step == config.max_steps - 1
+            if stop or done or (step + 1) % config.checkpoint_interval == 0:
+                if not nonfinite and self._state_is_finite():
+                    self._save(LATEST, step + 1)
+                self.sink.flush()
+            if stop:
+                reason = self.flag.reason or "stop requested"
+                return self._result("stopped", step + 1, last_loss, reason)
+        return self._result("completed", config.max_steps, last_loss, None)
+
+    def _result(
+        self,
+        status: Literal["completed", "stopped"],
+        step: int,
+        last_loss: float | None,
+        reason: str | None,
+    ) -> TrainResult:
+        self.sink.flush()
+        return TrainResult(
+            status, step, self.best_val_loss, last_loss, reason, self.last_checkpoint
+        )
+
+    def _evaluate(self, step: int) -> dict[str, float]:
+        """val/loss and train/loss_eval over the fixed eval windows; best checkpoint."""
+        pair = torch.stack(
+            [
+                estimate_loss(self.eval_model, self.batches.eval_batches(split), self.autocast)
+                for split in ("val", "train")
+            ]
+        )
+        val_loss, train_loss = (all_reduce_sum(pair, self.dist) / self.dist.world_size).tolist()
+        if math.isfinite(val_loss) and (
+            self.best_val_loss is None or val_loss < self.best_val_loss
+        ):
+            self.best_val_loss = val_loss
+            if step > 0 and self._state_is_finite():
+                self._save(BEST, step)  # the weights that scored it: before this step's update
+        return {"val/loss": val_loss, "train/loss_eval": train_loss}
+
+    def _perf(self, step_time: float) -> dict[str, float]:
+        tokens_per_sec = self.config.tokens_per_step / step_time
+        perf = {
+            "perf/tokens_per_sec": tokens_per_sec,
+            "perf/step_ms": step_time * 1000.0,
+            "sys/mem_gb": memory_gb(self.device),
+        }
+        if self.peak_flops is not None:
+            achieved = self.flops_per_token * tokens_per_sec
+            perf["perf/mfu"] = achieved / (self.peak_flops * self.dist.world_size)
+        return perf
+
+
+def _is_spike(loss: float, grad_norm: float, history: deque[float], zscore: float) -> bool:
+    """Skip the update when the loss is non-finite or a robust outlier above recent losses."""
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+        return True
+    if len(history) < SPIKE_MIN_HISTORY:
+        return False
+    return robust_zscore(history, loss) > zscore
