@@ -110,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         config = TrainConfig(**run.config)
     out_dir = settings.runs_dir / str(args.run_id)
-    is_main = int(os.environ.get("RANK", "0")) == 0
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    log.info("run %d: rank %d of %d", args.run_id, rank, world)
+    is_main = rank == 0
     worker_pid = os.environ.get("TRAINLENS_WORKER_PID")
     control = RunControl(db, args.run_id, int(worker_pid) if worker_pid else None)
     sink = DatabaseSink(db, args.run_id) if is_main else NullSink()

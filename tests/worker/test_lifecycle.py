@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from app.db import Database
-from app.models import Metric, Sample
+from app.models import Metric, MetricKey, Sample
 from tests.worker.conftest import Api, WorkerProcess, wait_for
 
 
@@ -24,7 +24,9 @@ def test_launch_runs_to_completion_with_metrics(api: Api, worker: WorkerProcess)
         assert key in run["keys"], key
     db = Database(api.server.database_url)
     with db.session() as session:
-        assert session.scalar(select(func.count()).select_from(Sample).where(Sample.run_id == run_id))
+        assert session.scalar(
+            select(func.count()).select_from(Sample).where(Sample.run_id == run_id)
+        )
     db.dispose()
     assert (api.server.data_dir / "runs" / str(run_id) / "ckpt_latest.pt").exists()
 
@@ -34,7 +36,9 @@ def test_stop_then_resume_continues_the_series(api: Api, worker: WorkerProcess) 
     wait_for(lambda: (api.run(run_id)["last_step"] or 0) >= 15, 120, "training to get going")
     asked = api.client.post(f"/api/runs/{run_id}/stop")
     assert asked.status_code == 200 and asked.json()["status"] == "stopping"
-    stopped = wait_for(lambda: api.status_is(run_id, "stopped", "failed"), 10, "the stop (10 s bound)")
+    stopped = wait_for(
+        lambda: api.status_is(run_id, "stopped", "failed"), 10, "the stop (10 s bound)"
+    )
     assert stopped["status"] == "stopped" and stopped["error"] is None
     out_dir = api.server.data_dir / "runs" / str(run_id)
     assert (out_dir / "ckpt_latest.pt").exists()
@@ -44,7 +48,9 @@ def test_stop_then_resume_continues_the_series(api: Api, worker: WorkerProcess) 
     resumed = api.client.post(f"/api/runs/{run_id}/resume")
     assert resumed.status_code == 200 and resumed.json()["status"] == "queued"
     target = steps_before[-1] + 20
-    wait_for(lambda: (api.run(run_id)["last_step"] or 0) >= target, 120, "the resumed run to advance")
+    wait_for(
+        lambda: (api.run(run_id)["last_step"] or 0) >= target, 120, "the resumed run to advance"
+    )
     api.client.post(f"/api/runs/{run_id}/stop")
     wait_for(lambda: api.status_is(run_id, "stopped"), 15, "the second stop")
     steps_after = api.loss_steps(run_id)
@@ -54,22 +60,18 @@ def test_stop_then_resume_continues_the_series(api: Api, worker: WorkerProcess) 
     db = Database(api.server.database_url)
     with db.session() as session:
         resumed_at = session.scalars(
-            select(Metric.step).where(Metric.run_id == run_id).where(
-                Metric.key_id.in_(select_key("train/resumed"))
-            )
+            select(Metric.step)
+            .where(Metric.run_id == run_id)
+            .where(Metric.key_id.in_(select_key("train/resumed")))
         ).all()
     db.dispose()
     assert resumed_at == [steps_before[-1] + 1]
     assert api.run(run_id)["attempt"] == 1
 
 
-def select_key(name: str):  # type: ignore[no-untyped-def]
-    from app.models import MetricKey
-
-    return select(MetricKey.id).where(MetricKey.name == name)
-
-
-def test_a_crashing_child_marks_the_run_failed_with_the_reason(api: Api, worker: WorkerProcess) -> None:
+def test_a_crashing_child_marks_the_run_failed_with_the_reason(
+    api: Api, worker: WorkerProcess
+) -> None:
     created = api.client.post("/api/datasets", json={"name": "doomed", "text": "abcdefgh" * 500})
     assert created.status_code == 201
     for path in (api.server.data_dir / "datasets").glob("doomed-*.txt"):
@@ -80,7 +82,12 @@ def test_a_crashing_child_marks_the_run_failed_with_the_reason(api: Api, worker:
     assert "FileNotFoundError" in run["error"] and "doomed" in run["error"]
     # The worker carries on with the next run.
     next_id = api.launch(max_steps=5)
-    assert wait_for(lambda: api.status_is(next_id, "completed", "failed"), 120, "the next run")["status"] == "completed"
+    assert (
+        wait_for(lambda: api.status_is(next_id, "completed", "failed"), 120, "the next run")[
+            "status"
+        ]
+        == "completed"
+    )
 
 
 def test_a_killed_worker_leaves_its_run_interrupted(api: Api) -> None:
