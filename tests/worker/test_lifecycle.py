@@ -61,8 +61,8 @@ def test_stop_then_resume_continues_the_series(api: Api, worker: WorkerProcess) 
     with db.session() as session:
         resumed_at = session.scalars(
             select(Metric.step)
-            .where(Metric.run_id == run_id)
-            .where(Metric.key_id.in_(select_key("train/resumed")))
+            .join(MetricKey, MetricKey.id == Metric.key_id)
+            .where(Metric.run_id == run_id, MetricKey.name == "train/resumed")
         ).all()
     db.dispose()
     assert resumed_at == [steps_before[-1] + 1]
