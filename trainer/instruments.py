@@ -2,9 +2,10 @@
 
 Everything is computed on the device with foreach kernels and index_add, and leaves the
 device as part of the step's single `.tolist()`: an instrument step adds no host sync.
-Layers are "wte" (tied with the LM head), "wpe", "h0".."h{L-1}", "ln_f"; activation
-statistics use "h{i}.mlp" (the MLP pre-activation) and "h{i}.resid" (the residual stream
-after block i).
+Per layer: gradient norm, fraction of exactly-zero gradient entries (fp16 underflow),
+parameter norm and update ratio. Layers are "wte" (tied with the LM head), "wpe",
+"h0".."h{L-1}", "ln_f"; activation statistics use "h{i}.mlp" (the MLP pre-activation)
+and "h{i}.resid" (the residual stream after block i).
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ class LayerInstruments:
         position = {layer: i for i, layer in enumerate(self.layers)}
         device = self.params[0].device
         self.layer_index = torch.tensor([position[layer_of(n)] for n, _ in named], device=device)
+        sizes = torch.tensor([float(p.numel()) for p in self.params], device=device)
+        self.layer_numel = torch.zeros(len(self.layers), device=device).index_add_(
+            0, self.layer_index, sizes
+        )  # (n_layers,)
         self.n_layer = n_layer
         self._before: list[torch.Tensor] | None = None
 
@@ -37,10 +42,19 @@ class LayerInstruments:
         total = torch.zeros(len(self.layers), device=squares.device)
         return total.index_add_(0, self.layer_index, squares).sqrt()  # (n_layers,)
 
-    def grad_norms(self) -> torch.Tensor:
-        """Per-layer gradient norms; call before clipping to see what backward produced."""
+    def grad_stats(self) -> torch.Tensor:
+        """Per-layer gradient norms and fractions of exactly-zero entries, (2, n_layers).
+
+        Call before clipping, to see what backward produced. Exact zeros are how fp16
+        underflow shows (a GradScaler exists to prevent them); fp32 gradients are
+        almost never exactly zero.
+        """
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
-        return self._per_layer(torch._foreach_norm(grads))
+        zeros = torch.stack([(g == 0).sum() for g in grads]).float()  # (P,)
+        zero_count = torch.zeros_like(self.layer_numel).index_add_(0, self.layer_index, zeros)
+        return torch.stack(
+            (self._per_layer(torch._foreach_norm(grads)), zero_count / self.layer_numel)
+        )
 
     def snapshot(self) -> None:
         """Remember the weights before the optimizer step (for the update ratio)."""
@@ -60,10 +74,10 @@ class LayerInstruments:
     @property
     def size(self) -> int:
         """Number of values in one flattened instrument vector."""
-        return self.n_layer * (len(MLP_STATS) + len(RESID_STATS)) + 3 * len(self.layers)
+        return self.n_layer * (len(MLP_STATS) + len(RESID_STATS)) + 4 * len(self.layers)
 
     def metrics(self, values: list[float]) -> dict[str, float]:
-        """Name the flat vector [act (L, 8), grad (n), param (n), update (n)]."""
+        """Name the flat vector [act (L, 8), grad norm, grad zeros, param, update (n each)]."""
         out: dict[str, float] = {}
         it = iter(values)
         for i in range(self.n_layer):
@@ -71,7 +85,8 @@ class LayerInstruments:
                 out[f"act/h{i}.mlp/{stat}"] = next(it)
             for stat in RESID_STATS:
                 out[f"act/h{i}.resid/{stat}"] = next(it)
-        for kind, suffix in (("grad", "norm"), ("param", "norm"), ("update", "ratio")):
+        kinds = (("grad", "norm"), ("grad", "frac_zero"), ("param", "norm"), ("update", "ratio"))
+        for kind, suffix in kinds:
             for layer in self.layers:
                 out[f"{kind}/{layer}/{suffix}"] = next(it)
         return out

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -30,3 +31,15 @@ def robust_zscore(history: Iterable[float], value: float) -> float:
             return 0.0
         return float("inf") if deviation > 0 else float("-inf")
     return deviation / scale
+
+
+def is_loss_spike(
+    history: Sequence[float], loss: float, zscore: float, min_history: int = 64
+) -> bool:
+    """True when `loss` is non-finite, or more than `zscore` robust standard deviations
+    above `history` (which excludes it) once the history holds `min_history` values."""
+    if not math.isfinite(loss):
+        return True
+    if len(history) < min_history:
+        return False
+    return robust_zscore(history, loss) > zscore

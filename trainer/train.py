@@ -32,7 +32,7 @@ from trainer.checkpoint import (
 )
 from trainer.config import TrainConfig
 from trainer.control import StopFlag, TrainControl, stop_on_sigterm
-from trainer.data import Batches, build_tokenizer, make_splits, tokenizer_from_state
+from trainer.data import Batches, build_tokenizer, data_seed, make_splits, tokenizer_from_state
 from trainer.distributed import (
     DistInfo,
     all_reduce_sum,
@@ -48,7 +48,7 @@ from trainer.optim import build_optimizer, set_lr
 from trainer.runtime import autocast_context, configure_backends, make_grad_scaler, resolve_device
 from trainer.schedule import config_lr
 from trainer.sink import MetricSink
-from trainer.stats import robust_zscore
+from trainer.stats import is_loss_spike
 from trainer.steps import estimate_loss, forward_backward, sample_text
 
 __all__ = ["TrainControl", "TrainResult", "train"]
@@ -182,9 +182,12 @@ class _Run:
             restore_rng_state(rng_states[self.dist.rank])
             self.batches.generator.set_state(rng_states[self.dist.rank]["data"])
         else:
-            # A different process count cannot continue the old streams; reseed per step.
+            # A different process count cannot continue the old streams; derive fresh ones
+            # from the step so the data order does not replay from the start.
             log.warning("world size changed since the checkpoint; RNG streams reseeded")
-            torch.manual_seed(self.config.seed + 7919 * int(state["step"]) + self.dist.rank)
+            step_seed = self.config.seed + 7919 * int(state["step"])
+            torch.manual_seed(step_seed + self.dist.rank)
+            self.batches.generator.manual_seed(data_seed(step_seed, self.dist.rank))
         return int(state["step"])
 
     # -- checkpoints ---------------------------------------------------------------------
@@ -221,10 +224,8 @@ class _Run:
     def loop(self, resume: bool) -> TrainResult:
         config, faults = self.config, self.config.faults
         start_step = self._setup(resume)
-        is_main = self.dist.is_main
-        history: deque[float] = deque(maxlen=SPIKE_WINDOW)
+        history: deque[float] = deque(maxlen=SPIKE_WINDOW)  # recent finite losses
         last_loss: float | None = None
-        world = float(self.dist.world_size)
 
         for step in range(start_step, config.max_steps):
             if faults.restart_at_step == step and step > start_step:
@@ -232,105 +233,41 @@ class _Run:
                     self._save(LATEST, step)
                 self.sink.flush()
                 raise _Restart
-            metrics: dict[str, float] = {}
-            if step == start_step:
-                metrics["data/vocab_size"] = float(self.tokenizer.vocab_size)
-                if self.resumed:
-                    metrics["train/resumed"] = 1.0  # the resume_discontinuity rule keys on it
-            if step % config.eval_interval == 0 or step == config.max_steps - 1:
-                metrics.update(self._evaluate(step))
-            if is_main and step > 0 and step % config.sample_interval == 0:
-                seed = config.seed + step
-                self.sink.sample(
-                    step, sample_text(self.model, self.tokenizer, self.device, self.autocast, seed)
-                )
-
+            metrics = self._between_steps(step, first=step == start_step)
             lr = config_lr(config, step)
             set_lr(self.optimizer, lr)
             instrument = step % config.instrument_interval == 0
+
             t0 = time.perf_counter()
-
-            loss, act_stats = forward_backward(
-                self.train_model,
-                functools.partial(self.batches.train_batch, step),
-                config.grad_accum_steps,
-                self.autocast,
-                self.scaler,
-                collect_stats=instrument,
-                inject_nan=faults.nan_step == step,
-            )
-            if self.scaler is not None:
-                self.scaler.unscale_(self.optimizer)  # clip and measure true gradients
-            layer_grads = self.instruments.grad_norms() if instrument else None
-            grad_norm = torch.nn.utils.get_total_norm(
-                [p.grad for p in self.params if p.grad is not None]
-            )
-            if config.grad_clip > 0:
-                torch.nn.utils.clip_grads_with_norm_(self.params, config.grad_clip, grad_norm)
-
-            # Loss and stop requests are combined across ranks in one all-reduce; the
-            # gradients (hence grad_norm) are already global after DDP's backward.
-            local_stop = self.flag.should_stop() or (
-                self.control is not None and self.control.should_stop()
-            )
-            shared = torch.stack((loss, torch.tensor(float(local_stop), device=self.device)))
-            all_reduce_sum(shared, self.dist)
-            loss = shared[0] / world
-
-            skipped = False
-            if config.actions.skip_loss_spikes:
-                # The decision must precede the update, so this costs one extra sync.
-                loss_now, norm_now = torch.stack((loss, grad_norm.float())).tolist()
-                skipped = _is_spike(loss_now, norm_now, history, config.actions.spike_zscore)
-            if instrument:
-                self.instruments.snapshot()
-            if self.scaler is not None:
-                if not skipped:
-                    self.scaler.step(self.optimizer)  # skips by itself on inf/nan gradients
-                self.scaler.update()
-            elif not skipped:
-                self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-
-            parts = [loss.view(1), grad_norm.float().view(1), shared[1].view(1)]
-            if instrument:
-                assert act_stats is not None and layer_grads is not None
-                parts += [
-                    act_stats.flatten(),
-                    layer_grads,
-                    self.instruments.param_and_update().flatten(),
-                ]
-            values = torch.cat(parts).tolist()  # the step's one device -> host transfer
+            values, skipped = self._train_step(step, instrument, history)
             step_time = time.perf_counter() - t0
-            loss_value, grad_norm_value, stop_votes = values[:3]
+            loss, grad_norm, stop_votes = values[:3]
 
             # With a GradScaler a non-finite gradient is routine: the scaler skips the
             # step and lowers the scale, so it is reported as a skip, not as a fault.
-            scaler_skip = self.scaler is not None and not math.isfinite(grad_norm_value)
-            metrics["train/loss"] = loss_value
+            scaler_skip = self.scaler is not None and not math.isfinite(grad_norm)
+            metrics["train/loss"] = loss
             if not scaler_skip:
-                metrics["train/grad_norm"] = grad_norm_value
-            metrics["train/grad_clipped"] = float(0 < config.grad_clip < grad_norm_value)
+                metrics["train/grad_norm"] = grad_norm
+            metrics["train/grad_clipped"] = float(0 < config.grad_clip < grad_norm)
             metrics["train/lr"] = lr
             if config.actions.skip_loss_spikes or self.scaler is not None:
                 metrics["train/skipped"] = float(skipped or scaler_skip)
             metrics.update(self._perf(step_time))
             if instrument:
                 metrics.update(self.instruments.metrics(values[3:]))
-            if is_main:
+            if self.dist.is_main:
                 self.sink.log(step, metrics, time.time())
 
-            if math.isfinite(loss_value):
-                history.append(loss_value)
-                last_loss = loss_value
-            nonfinite = not math.isfinite(loss_value) or (
-                not math.isfinite(grad_norm_value) and not scaler_skip
+            if math.isfinite(loss):
+                history.append(loss)
+                last_loss = loss
+            nonfinite = not math.isfinite(loss) or (
+                not math.isfinite(grad_norm) and not scaler_skip
             )
             if nonfinite and not skipped and config.actions.stop_on_nonfinite:
-                self.sink.flush()
-                return self._result(
-                    "stopped", step + 1, last_loss, f"non-finite loss at step {step}"
-                )
+                reason = f"non-finite loss or gradient at step {step}"
+                return self._result("stopped", step + 1, last_loss, reason)
 
             stop = stop_votes > 0
             done = step == config.max_steps - 1
@@ -339,9 +276,84 @@ class _Run:
                     self._save(LATEST, step + 1)
                 self.sink.flush()
             if stop:
-                reason = self.flag.reason or "stop requested"
-                return self._result("stopped", step + 1, last_loss, reason)
+                return self._result(
+                    "stopped", step + 1, last_loss, self.flag.reason or "stop requested"
+                )
         return self._result("completed", config.max_steps, last_loss, None)
+
+    def _between_steps(self, step: int, first: bool) -> dict[str, float]:
+        """Markers, evaluation and samples due before `step` trains (not timed)."""
+        config = self.config
+        metrics: dict[str, float] = {}
+        if first:
+            metrics["data/vocab_size"] = float(self.tokenizer.vocab_size)
+            if self.resumed:
+                metrics["train/resumed"] = 1.0  # the resume_discontinuity rule keys on it
+        if step % config.eval_interval == 0 or step == config.max_steps - 1:
+            metrics.update(self._evaluate(step))
+        if self.dist.is_main and step > 0 and step % config.sample_interval == 0:
+            text = sample_text(
+                self.model, self.tokenizer, self.device, self.autocast, config.seed + step
+            )
+            self.sink.sample(step, text)
+        return metrics
+
+    def _train_step(
+        self, step: int, instrument: bool, history: deque[float]
+    ) -> tuple[list[float], bool]:
+        """Accumulate, clip, maybe skip, update. Returns the step's numbers (one transfer):
+        [loss, pre-clip grad norm, stop votes, *instruments], and whether it skipped."""
+        config = self.config
+        loss, act_stats = forward_backward(
+            self.train_model,
+            functools.partial(self.batches.train_batch, step),
+            config.grad_accum_steps,
+            self.autocast,
+            self.scaler,
+            collect_stats=instrument,
+            inject_nan=config.faults.nan_step == step,
+        )
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)  # clip and measure true gradients
+        layer_grads = self.instruments.grad_stats() if instrument else None
+        grad_norm = torch.nn.utils.get_total_norm(
+            [p.grad for p in self.params if p.grad is not None]
+        )
+        if config.grad_clip > 0:
+            torch.nn.utils.clip_grads_with_norm_(self.params, config.grad_clip, grad_norm)
+
+        # Loss and stop requests are combined across ranks in one all-reduce; the
+        # gradients (hence grad_norm) are already global after DDP's backward.
+        local_stop = self.flag.should_stop() or (
+            self.control is not None and self.control.should_stop()
+        )
+        shared = torch.stack((loss, torch.tensor(float(local_stop), device=self.device)))
+        all_reduce_sum(shared, self.dist)
+        loss = shared[0] / self.dist.world_size
+
+        skipped = False
+        if config.actions.skip_loss_spikes:
+            # The decision must precede the update, so this costs one extra sync.
+            loss_now, norm_now = torch.stack((loss, grad_norm.float())).tolist()
+            skipped = not math.isfinite(norm_now) or is_loss_spike(
+                history, loss_now, config.actions.spike_zscore, SPIKE_MIN_HISTORY
+            )
+        if instrument:
+            self.instruments.snapshot()
+        if self.scaler is not None:
+            if not skipped:
+                self.scaler.step(self.optimizer)  # skips by itself on inf/nan gradients
+            self.scaler.update()
+        elif not skipped:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+        parts = [loss.view(1), grad_norm.float().view(1), shared[1].view(1)]
+        if instrument:
+            assert act_stats is not None and layer_grads is not None
+            update = self.instruments.param_and_update()
+            parts += [act_stats.flatten(), layer_grads.flatten(), update.flatten()]
+        return torch.cat(parts).tolist(), skipped  # the step's one device -> host transfer
 
     def _result(
         self,
@@ -383,12 +395,3 @@ class _Run:
             achieved = self.flops_per_token * tokens_per_sec
             perf["perf/mfu"] = achieved / (self.peak_flops * self.dist.world_size)
         return perf
-
-
-def _is_spike(loss: float, grad_norm: float, history: deque[float], zscore: float) -> bool:
-    """Skip the update when the loss is non-finite or a robust outlier above recent losses."""
-    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-        return True
-    if len(history) < SPIKE_MIN_HISTORY:
-        return False
-    return robust_zscore(history, loss) > zscore

@@ -108,7 +108,9 @@ def test_every_preset_is_valid_data() -> None:
     for preset in presets:
         assert preset.title and preset.description
         assert set(preset.expected_findings) <= RULE_CODES, preset.name
-        assert (preset.expected_findings == []) == (preset.name == "healthy")
+        # fp16_no_scaler's CPU-scale symptom (exact-zero gradients) has no rule code yet.
+        silent = preset.name in ("healthy", "fp16_no_scaler")
+        assert (preset.expected_findings == []) == silent, preset.name
         preset_config(preset.name)  # validates
     assert PRESETS["healthy"].overrides == {}
 

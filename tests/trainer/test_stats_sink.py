@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from trainer.sink import JsonlSink, MemorySink, MetricSink
-from trainer.stats import robust_zscore
+from trainer.stats import is_loss_spike, robust_zscore
 
 
 def test_robust_zscore_matches_median_and_scaled_mad() -> None:
@@ -58,3 +58,12 @@ def test_memory_sink_series() -> None:
     sink.log(1, {"y": 2.0})
     sink.log(2, {"x": 3.0})
     assert sink.series("x") == ([0, 2], [1.0, 3.0])
+
+
+def test_is_loss_spike_waits_for_history_and_flags_nonfinite() -> None:
+    calm = [2.0 + 0.01 * (i % 5) for i in range(64)]
+    assert not is_loss_spike(calm[:10], 50.0, 6.0)  # too little history to judge
+    assert is_loss_spike(calm[:10], float("nan"), 6.0)  # non-finite is always a spike
+    assert is_loss_spike(calm, 3.0, 6.0)
+    assert not is_loss_spike(calm, 2.03, 6.0)
+    assert not is_loss_spike(calm, 1.0, 6.0)  # only spikes upward count

@@ -65,8 +65,9 @@ def test_instrument_keys_are_per_layer_in_depth_order(tmp_path: Path, corpus: st
         for stat in ("mean", "std", "absmax"):
             assert f"act/h{i}.resid/{stat}" in row
     layers = ["wte", "wpe", "h0", "h1", "h2", "ln_f"]
-    grads = [k.split("/")[1] for k in row if k.startswith("grad/")]
+    grads = [k.split("/")[1] for k in row if k.startswith("grad/") and k.endswith("/norm")]
     assert grads == layers
+    assert all(row[f"grad/{layer}/frac_zero"] == 0.0 for layer in layers)  # fp32: no underflow
     assert all(row[f"param/{layer}/norm"] > 0 for layer in layers)
     # First AdamW step: every weight moves by ~lr, so the ratio is ~lr / typical |w|.
     assert all(0 < row[f"update/{layer}/ratio"] < 1 for layer in layers)
