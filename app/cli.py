@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from app.config import Settings
@@ -46,16 +50,59 @@ def cmd_serve(args: argparse.Namespace) -> int:
         engine.dispose()
     app = create_app(settings)
     print(f"trainlens: serving http://{settings.host}:{settings.port}", file=sys.stderr)
-    # Live streams never end on their own; browsers reconnect and resume, so a restart
-    # waits only briefly for them.
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=args.log_level,
-        timeout_graceful_shutdown=2,
-    )
+    with embedded_worker(settings):
+        # Live streams never end on their own; browsers reconnect and resume, so a
+        # restart waits only briefly for them.
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=args.log_level,
+            timeout_graceful_shutdown=2,
+        )
     return 0
+
+
+@contextmanager
+def embedded_worker(settings: Settings) -> Iterator[None]:
+    """`serve` runs one local worker beside itself, as a separate process: the API
+    process never imports torch, and a worker crash never takes the API down."""
+    if not settings.embedded_worker:
+        yield
+        return
+    env = {
+        **os.environ,
+        "TRAINLENS_DATA_DIR": str(settings.data_dir.resolve()),
+        "TRAINLENS_DATABASE_URL": settings.resolved_database_url,
+    }
+    worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env)
+    try:
+        yield
+    finally:
+        worker.terminate()  # it stops its runs gracefully; they become resumable
+        try:
+            worker.wait(timeout=settings.stop_grace_seconds + 5)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from app.db import make_engine
+    from app.migrations import SchemaOutOfDate, check_schema
+    from trainer.worker import main as worker_main
+
+    settings = _settings(args)
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        check_schema(engine, settings.resolved_database_url, auto_migrate=False)
+    except SchemaOutOfDate as error:
+        print(f"trainlens: {error}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    if args.slots is not None:
+        settings.worker_slots = args.slots
+    return worker_main(settings)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -94,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(handler=cmd_serve)
+
+    worker = commands.add_parser("worker", help="claim and train queued runs")
+    _add_storage_args(worker)
+    worker.add_argument(
+        "--slots", type=int, help="concurrent runs (default: one per GPU, 1 on CPU)"
+    )
+    worker.set_defaults(handler=cmd_worker)
 
     migrate = commands.add_parser("migrate", help="bring the database schema up to date")
     _add_storage_args(migrate)

@@ -38,6 +38,13 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(default=3.0, gt=0)
     heartbeat_timeout_seconds: float = Field(default=30.0, gt=0)
     stop_grace_seconds: float = Field(default=10.0, gt=0)
+    worker_slots: int | None = Field(
+        default=None, ge=1, description="concurrent runs; default one per visible GPU, one on CPU"
+    )
+    worker_poll_seconds: float = Field(default=0.5, gt=0, le=10)
+    worker_alive_file: Path | None = Field(
+        default=None, description="touched every worker round, for container health checks"
+    )
 
     @property
     def resolved_database_url(self) -> str:

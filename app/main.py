@@ -25,6 +25,7 @@ from app.metrics.store import MetricStore
 from app.middleware import ServerTiming, TokenAuth
 from app.migrations import check_schema, current_revision
 from app.runs.router import router as runs_router
+from app.runs.watchdog import Watchdog
 from app.stream.hub import EventHub
 from app.stream.router import router as stream_router
 
@@ -42,9 +43,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await anyio.to_thread.run_sync(check_schema, db.engine, db.url, settings.auto_migrate)
         await app.state.hub.start()
+        await app.state.watchdog.start()
         try:
             yield
         finally:
+            await app.state.watchdog.stop()
             await app.state.hub.stop()
             db.dispose()
 
@@ -61,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store, settings.series_cache_mb * 1024 * 1024, settings.event_retention_seconds
     )
     app.state.hub = EventHub(db, settings.stream_poll_seconds, settings.event_retention_seconds)
+    app.state.watchdog = Watchdog(db, settings)
     install_error_handlers(app)
     for router in (runs_router, metrics_router, findings_router, datasets_router, stream_router):
         app.include_router(router, prefix="/api")

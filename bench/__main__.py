@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARKS = ["bench.store", "bench.bench_trainer", "bench.ui_latency"]
+BENCHMARKS = ["bench.store", "bench.sink", "bench.bench_trainer", "bench.ui_latency"]
 
 
 def main() -> int:

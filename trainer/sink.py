@@ -9,11 +9,18 @@ valid RFC 8259 JSON. Torch-free.
 from __future__ import annotations
 
 import json
-import math
+import logging
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any, Protocol, runtime_checkable
+
+from app.db import Database
+from app.jsonutil import encode_float
+from app.metrics.store import MetricRow, MetricStore, add_sample, metric_names
+
+log = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -29,15 +36,6 @@ class MetricSink(Protocol):
 
     def close(self) -> None:
         """Flush and release resources."""
-
-
-def json_number(value: float) -> float | str:
-    """A float as JSON allows it: non-finite values become the agreed strings."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "Infinity" if value > 0 else "-Infinity"
-    return value
 
 
 class JsonlSink:
@@ -61,7 +59,7 @@ class JsonlSink:
         handle.write(json.dumps(record, allow_nan=False) + "\n")
 
     def log(self, step: int, metrics: Mapping[str, float], wall_time: float | None = None) -> None:
-        values = {key: json_number(float(value)) for key, value in metrics.items()}
+        values = {key: encode_float(float(value)) for key, value in metrics.items()}
         record = {"step": step, "metrics": values, "time": wall_time or time.time()}
         self._write("metrics.jsonl", record)
 
@@ -101,3 +99,166 @@ class MemorySink:
         """Steps and values of one metric, in logging order."""
         points = [(step, row[key]) for step, row in self.rows if key in row]
         return [s for s, _ in points], [v for _, v in points]
+
+
+class NullSink:
+    """Discards everything: DDP ranks other than 0 log nothing."""
+
+    def log(self, step: int, metrics: Mapping[str, float], wall_time: float | None = None) -> None:
+        pass
+
+    def sample(self, step: int, text: str) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class BatchingSink:
+    """Hands records to a background thread that writes them in batches: one write per
+    flush, at least every `flush_seconds` and whenever `max_rows` rows are waiting.
+
+    `log()` only appends to a list under a lock, so the training step never waits on
+    storage. `flush()` returns once everything logged before it is written; `close()`
+    flushes and ends the thread. A failed write is retried (writes are idempotent
+    upserts), so records are never silently dropped while the process lives.
+    """
+
+    def __init__(self, flush_seconds: float = 0.5, max_rows: int = 1000) -> None:
+        self.flush_seconds = flush_seconds
+        self.max_rows = max_rows
+        self._rows: list[MetricRow] = []
+        self._samples: list[tuple[int, str]] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._progress = threading.Condition()
+        self._handed = 0  # records handed over so far
+        self._written = 0  # records written so far
+        self._closing = False
+        self.rows_written = 0
+        self.write_seconds = 0.0
+        self._thread = threading.Thread(target=self._run, name=type(self).__name__, daemon=True)
+        self._thread.start()
+
+    def log(self, step: int, metrics: Mapping[str, float], wall_time: float | None = None) -> None:
+        row = MetricRow(step, dict(metrics), time.time() if wall_time is None else wall_time)
+        with self._lock:
+            self._rows.append(row)
+            self._handed += 1
+            full = len(self._rows) >= self.max_rows
+        if full:
+            self._wake.set()
+
+    def sample(self, step: int, text: str) -> None:
+        with self._lock:
+            self._samples.append((step, text))
+            self._handed += 1
+
+    def flush(self) -> None:
+        with self._lock:
+            target = self._handed
+        self._wake.set()
+        with self._progress:
+            self._progress.wait_for(lambda: self._written >= target or not self._thread.is_alive())
+
+    def close(self) -> None:
+        self.flush()
+        self._closing = True
+        self._wake.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            with self._lock:
+                rows, self._rows = self._rows, []
+                samples, self._samples = self._samples, []
+            if rows or samples:
+                self._write_until_done(rows, samples)
+                with self._progress:
+                    self._written += len(rows) + len(samples)
+                    self._progress.notify_all()
+            if self._closing:
+                return
+
+    def _write_until_done(self, rows: list[MetricRow], samples: list[tuple[int, str]]) -> None:
+        delay = 0.1
+        while True:
+            started = time.perf_counter()
+            try:
+                self._write(rows, samples)
+            except Exception:
+                log.exception("%s: write failed; retrying in %.1f s", type(self).__name__, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            self.write_seconds += time.perf_counter() - started
+            self.rows_written += len(rows)
+            return
+
+    def _write(self, rows: list[MetricRow], samples: list[tuple[int, str]]) -> None:
+        raise NotImplementedError
+
+
+class DatabaseSink(BatchingSink):
+    """Writes through the same store the API's ingest endpoint uses: one transaction per
+    flush holding the batch's points, its samples and its change-feed events."""
+
+    def __init__(self, db: Database, run_id: int, **kwargs: Any) -> None:
+        self.store = MetricStore(db)
+        self.run_id = run_id
+        super().__init__(**kwargs)
+
+    def _write(self, rows: list[MetricRow], samples: list[tuple[int, str]]) -> None:
+        key_ids = self.store.key_ids(metric_names(rows)) if rows else {}
+        with self.store.db.session(write=True) as session:
+            self.store.write_rows(session, self.run_id, rows, key_ids)
+            for step, text in samples:
+                add_sample(session, self.run_id, step, text)
+
+
+class HttpSink(BatchingSink):
+    """Posts batches to a trainlens server: for workers and scripts that reach the API
+    but not the database. Retried batches never duplicate (ingest is idempotent)."""
+
+    REQUEST_ROWS = 10_000
+
+    def __init__(self, api_url: str, run_id: int, token: str | None = None, **kwargs: Any) -> None:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.client = httpx.Client(base_url=api_url.rstrip("/"), headers=headers, timeout=30)
+        self.run_id = run_id
+        super().__init__(**kwargs)
+
+    def _write(self, rows: list[MetricRow], samples: list[tuple[int, str]]) -> None:
+        for lo in range(0, len(rows), self.REQUEST_ROWS):
+            body = {
+                "rows": [
+                    {
+                        "step": row.step,
+                        "metrics": {key: encode_float(float(v)) for key, v in row.metrics.items()},
+                        "time": row.time,
+                    }
+                    for row in rows[lo : lo + self.REQUEST_ROWS]
+                ]
+            }
+            self._post(f"/api/runs/{self.run_id}/metrics", body)
+        for step, text in samples:
+            self._post(f"/api/runs/{self.run_id}/samples", {"step": step, "text": text})
+
+    def _post(self, path: str, body: dict[str, Any]) -> None:
+        response = self.client.post(path, json=body)
+        if 400 <= response.status_code < 500:
+            # The server will never take this batch: say why, and move on.
+            log.error("%s refused by the server: %s %s", path, response.status_code, response.text)
+            return
+        response.raise_for_status()
+
+    def close(self) -> None:
+        super().close()
+        self.client.close()

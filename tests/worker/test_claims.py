@@ -1,0 +1,97 @@
+"""Two workers on one database never claim the same run (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import Counter
+
+from sqlalchemy import select
+
+from app.db import Database
+from app.models import Event, Run, RunSource, RunStatus
+from app.runs.lifecycle import claim_next_run
+from tests.worker.conftest import TINY, Api, WorkerProcess, wait_for
+
+RUNS = 40
+
+
+def claimer(
+    database_url: str, worker_id: str, start: multiprocessing.Event, out: multiprocessing.Queue
+) -> None:
+    """Claim as fast as possible until no queued run is left."""
+    db = Database(database_url)
+    start.wait()
+    claimed = []
+    while True:
+        with db.session(write=True) as session:
+            run = claim_next_run(session, worker_id)
+            if run is None:
+                break
+            claimed.append(run.id)
+    db.dispose()
+    out.put((worker_id, claimed))
+
+
+def test_concurrent_claims_never_take_a_run_twice(database_url: str) -> None:
+    db = Database(database_url)
+    with db.session(write=True) as session:
+        for index in range(RUNS):
+            session.add(
+                Run(
+                    name=f"r{index}",
+                    source=RunSource.launched,
+                    status=RunStatus.queued,
+                    config=TINY,
+                )
+            )
+    context = multiprocessing.get_context("spawn")
+    start, out = context.Event(), context.Queue()
+    processes = [
+        context.Process(target=claimer, args=(database_url, f"w{i}", start, out)) for i in range(3)
+    ]
+    for process in processes:
+        process.start()
+    start.set()
+    results = dict(out.get(timeout=120) for _ in processes)
+    for process in processes:
+        process.join(timeout=60)
+        assert process.exitcode == 0
+    claims = Counter(run_id for claimed in results.values() for run_id in claimed)
+    assert len(claims) == RUNS and set(claims.values()) == {1}
+    with db.session() as session:
+        rows = session.execute(select(Run.id, Run.status, Run.worker_id)).all()
+        running_events = session.scalars(
+            select(Event.run_id).where(Event.kind == "status", Event.payload.contains('"running"'))
+        ).all()
+    db.dispose()
+    owners = {run_id: worker for worker, claimed in results.items() for run_id in claimed}
+    assert all(status == "running" and owners[run_id] == worker for run_id, status, worker in rows)
+    assert Counter(running_events) == Counter({run_id: 1 for run_id in owners})
+
+
+def test_two_real_workers_share_the_queue(api: Api) -> None:
+    workers = [WorkerProcess(api.server, name=f"worker{i}") for i in range(2)]
+    try:
+        run_ids = [api.launch(name=f"r{i}", max_steps=8, eval_interval=4) for i in range(4)]
+        for run_id in run_ids:
+            wait_for(
+                lambda run_id=run_id: api.status_is(run_id, "completed", "failed"),
+                240,
+                f"run {run_id}",
+            )
+        db = Database(api.server.database_url)
+        with db.session() as session:
+            owners = dict(session.execute(select(Run.id, Run.worker_id)).all())
+            claims = session.scalars(
+                select(Event.run_id).where(
+                    Event.kind == "status", Event.payload.contains('"running"')
+                )
+            ).all()
+        db.dispose()
+        assert [api.run(run_id)["status"] for run_id in run_ids] == ["completed"] * 4
+        assert Counter(claims) == Counter({run_id: 1 for run_id in run_ids})
+        # Both workers took part (each holds one run at a time, and there were four).
+        assert len({owners[run_id] for run_id in run_ids}) == 2
+    finally:
+        for worker in workers:
+            worker.stop()
