@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -33,10 +34,12 @@ class RunControl:
     request, a deletion, a watchdog's verdict) or when the worker that started this
     process has died: a run must not go on training unsupervised."""
 
-    def __init__(self, db: Database, run_id: int, worker_pid: int | None) -> None:
+    def __init__(
+        self, db: Database, run_id: int, worker_pid: int | None, stop: threading.Event
+    ) -> None:
         self.db, self.run_id, self.worker_pid = db, run_id, worker_pid
         self.reason: str | None = None
-        self._stop = threading.Event()
+        self._stop = stop
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="run-control", daemon=True)
         self._thread.start()
@@ -96,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-id", type=int, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # Until the training loop installs its own handler (after torch has loaded and the
+    # data is ready, seconds from now), a SIGTERM from the worker means "stop" too.
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
 
     # Imported here: the torch import is this process's business, not the worker's.
     from trainer.sink import DatabaseSink, NullSink
@@ -114,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("run %d: rank %d of %d", args.run_id, rank, world)
     is_main = rank == 0
     worker_pid = os.environ.get("TRAINLENS_WORKER_PID")
-    control = RunControl(db, args.run_id, int(worker_pid) if worker_pid else None)
+    control = RunControl(db, args.run_id, int(worker_pid) if worker_pid else None, stop)
     sink = DatabaseSink(db, args.run_id) if is_main else NullSink()
     try:
         text = dataset_text(db, settings, config.dataset)

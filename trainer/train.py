@@ -289,6 +289,11 @@ class _Run:
             metrics["data/vocab_size"] = float(self.tokenizer.vocab_size)
             if self.resumed:
                 metrics["train/resumed"] = 1.0  # the resume_discontinuity rule keys on it
+        if self.flag.should_stop() and not self.dist.enabled:
+            # SIGTERM came: this is the last step. Its eval and sample can take seconds,
+            # so they are skipped and the stop lands well inside the worker's grace
+            # period. (Under DDP, eval is collective and every rank runs it.)
+            return metrics
         if step % config.eval_interval == 0 or step == config.max_steps - 1:
             metrics.update(self._evaluate(step))
         if self.dist.is_main and step > 0 and step % config.sample_interval == 0:

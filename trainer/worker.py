@@ -245,7 +245,9 @@ class Worker:
                 # (a non-finite loss) and its reason is the run's error text.
                 reason = None if status == RunStatus.stopping else str(result.get("reason"))
                 transition(session, run, RunStatus.stopped, reason)
-            elif job.killed and status == RunStatus.stopping:
+            elif status == RunStatus.stopping and (job.killed or code == -signal.SIGTERM):
+                # Asked to stop and ended by the signal: before training began (nothing to
+                # checkpoint yet), or killed after the grace period.
                 transition(session, run, RunStatus.stopped, job.reason)
             else:
                 tail = output_tail(job.out_dir / OUTPUT_LOG)

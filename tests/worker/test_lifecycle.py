@@ -110,3 +110,13 @@ def _settled(api: Api, run_id: int) -> int | None:
     out_dir: Path = api.server.data_dir / "runs" / str(run_id)
     result = out_dir / "result.json"
     return api.run(run_id)["last_step"] if result.exists() else None
+
+
+def test_a_stop_before_training_begins_is_a_clean_stop(api: Api, worker: WorkerProcess) -> None:
+    run_id = api.launch(max_steps=100_000)
+    wait_for(lambda: api.status_is(run_id, "running"), 60, "the claim")
+    # The child is still importing torch and loading data: no handler of the trainer's yet.
+    assert api.client.post(f"/api/runs/{run_id}/stop").status_code == 200
+    run = wait_for(lambda: api.status_is(run_id, "stopped", "failed"), 30, "the stop")
+    assert run["status"] == "stopped" and run["error"] is None
+    assert api.client.post(f"/api/runs/{run_id}/resume").json()["status"] == "queued"

@@ -29,6 +29,11 @@ const keys = new Set();
 const charts = [];
 const otherCharts = new Map(); // key → chart
 let run = null;
+let markLoaded;
+const loaded = new Promise((resolve) => { markLoaded = resolve; });
+// The stream opens before the run's first load returns; an event that arrives in
+// between waits for that load instead of finding no run.
+const afterLoad = (handler) => (event) => (run ? handler(event) : loaded.then(() => handler(event)));
 let headerTimer = null;
 
 const header = document.getElementById("run-header");
@@ -58,6 +63,7 @@ async function loadRun() {
   else {
     run = detail;
     runs.set(runId, run);
+    markLoaded();
   }
   detail.keys.forEach((key) => keys.add(key));
   document.title = `${run.name} · trainlens`;
@@ -281,8 +287,8 @@ async function main() {
   const hello = new Promise((resolve) => { subscribed = resolve; });
   const stream = new LiveStream(`/runs/${runId}/stream`, {
     hello: () => subscribed(),
-    points: onPoints,
-    status: onStatus,
+    points: afterLoad(onPoints),
+    status: afterLoad(onStatus),
     finding: (finding) => findings.upsert(finding),
     sample: onSample,
     deleted: () => showError("This run has been deleted."),
