@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 from collections import Counter
 
+import pytest
 from sqlalchemy import select
 
 from app.db import Database
@@ -69,6 +70,11 @@ def test_concurrent_claims_never_take_a_run_twice(database_url: str) -> None:
     assert Counter(running_events) == Counter({run_id: 1 for run_id in owners})
 
 
+# Workers on several hosts share a PostgreSQL database (SQLite's claims are covered by
+# the test above): two real worker processes, each starting torch, on PostgreSQL.
+@pytest.mark.parametrize(
+    "database_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
 def test_two_real_workers_share_the_queue(api: Api) -> None:
     workers = [WorkerProcess(api.server, name=f"worker{i}") for i in range(2)]
     try:
