@@ -25,6 +25,11 @@ test: install
 bench: install
 	$(BIN)/python -m bench
 
+# Not part of `make test`: trains every scenario preset on the CPU (a few minutes), then
+# replays the rule engine over each; prints the per-rule table.
+eval-rules: install
+	$(BIN)/python -m bench.eval_rules
+
 lint: install
 	$(BIN)/ruff check app trainer tests bench alembic
 	$(BIN)/mypy app

@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.rules.registry import RuleSettings
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TRAINLENS_", env_nested_delimiter="__")
@@ -44,6 +46,19 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = Field(default=0.5, gt=0, le=10)
     worker_alive_file: Path | None = Field(
         default=None, description="touched every worker round, for container health checks"
+    )
+
+    # rule engine
+    rules_enabled: bool = Field(default=True, description="run the rule engine in the API")
+    rules_poll_seconds: float = Field(default=0.25, gt=0, le=5)
+    rules_clock_seconds: float = Field(
+        default=5.0, gt=0, description="how often clock-based rules (stalled) are judged"
+    )
+    rules_webhook_url: str | None = Field(
+        default=None, description="every new finding is POSTed here (a run may set its own)"
+    )
+    rules: RuleSettings = Field(  # type: ignore[valid-type]
+        default_factory=RuleSettings, description="thresholds of every rule, by rule code"
     )
 
     @property

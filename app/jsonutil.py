@@ -6,6 +6,8 @@ import json
 import math
 from typing import Any
 
+import numpy as np
+
 NONFINITE_STRINGS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
@@ -29,7 +31,10 @@ def decode_float(value: float | int | str) -> float:
 
 
 def sanitize(value: Any) -> Any:
-    """Replace non-finite floats anywhere inside lists/dicts by their strings."""
+    """Replace non-finite floats anywhere inside lists/dicts by their strings, and numpy
+    scalars by Python numbers."""
+    if isinstance(value, np.generic):
+        value = value.item()
     if isinstance(value, float):
         return encode_float(value)
     if isinstance(value, dict):

@@ -24,6 +24,7 @@ from app.metrics.router import router as metrics_router
 from app.metrics.store import MetricStore
 from app.middleware import ServerTiming, TokenAuth
 from app.migrations import check_schema, current_revision
+from app.rules.engine import RuleEngine
 from app.runs.router import router as runs_router
 from app.runs.watchdog import Watchdog
 from app.stream.hub import EventHub
@@ -44,9 +45,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await anyio.to_thread.run_sync(check_schema, db.engine, db.url, settings.auto_migrate)
         await app.state.hub.start()
         await app.state.watchdog.start()
+        if settings.rules_enabled:
+            await app.state.rules.start()
         try:
             yield
         finally:
+            await app.state.rules.stop()
             await app.state.watchdog.stop()
             await app.state.hub.stop()
             db.dispose()
@@ -65,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.hub = EventHub(db, settings.stream_poll_seconds, settings.event_retention_seconds)
     app.state.watchdog = Watchdog(db, settings)
+    app.state.rules = RuleEngine(db, store, app.state.cache, settings)
     install_error_handlers(app)
     for router in (runs_router, metrics_router, findings_router, datasets_router, stream_router):
         app.include_router(router, prefix="/api")

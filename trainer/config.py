@@ -39,7 +39,7 @@ class FaultConfig(BaseModel):
     stall_step: int | None = Field(default=None, ge=0)
     stall_steps: int = Field(default=0, ge=0)
     stall_seconds: float = Field(default=0.0, ge=0)
-    # Validation windows are drawn from the training split instead of held-out text.
+    # The val loader reads the training split (same windows as the train estimate).
     leak_val: bool = False
     # Keep only the first corpus_chars characters of the corpus (for overfitting).
     corpus_chars: int | None = Field(default=None, ge=1000)

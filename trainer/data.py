@@ -153,9 +153,10 @@ class Batches:
         """The fixed evaluation windows of a split ("train" or "val")."""
         if split not in self._eval_cache:
             data = self.splits.train if split == "train" else self.splits.val
-            # Different seeds per split: with leak_val the val windows are other windows
-            # of the training text, not a copy of the train estimate.
-            seed = self.eval_seed + (0 if split == "train" else 1)
+            # Different seeds per split. The leak_val fault is the flagrant leak: the val
+            # loader is the train loader, same text and same windows.
+            leaked = self.config.faults.leak_val
+            seed = self.eval_seed + (0 if split == "train" or leaked else 1)
             generator = torch.Generator().manual_seed(seed)
             cfg = self.config
             self._eval_cache[split] = [

@@ -133,8 +133,8 @@ _PRESETS = [
         name="leaky_val",
         title="Validation leaking from training data",
         description=(
-            "The overfit setup, but val windows are drawn from the training text: val loss "
-            "tracks train loss all the way down, so overfitting is invisible."
+            "The overfit setup, but the val loader reads the training text: val loss "
+            "equals the train estimate all the way down, so overfitting is invisible."
         ),
         expected_findings=["train_val_leak"],
         overrides=_small(**{**_TINY_CORPUS, "faults": {"corpus_chars": 6000, "leak_val": True}}),

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.config import Settings
-from app.errors import conflict, from_validation_error, invalid, not_found
+from app.errors import AppError, conflict, from_validation_error, invalid, not_found
 from app.events import EventKind, publish
 from app.jsonutil import encode_float
 from app.metrics.cache import SeriesCache
@@ -29,6 +29,8 @@ from app.models import (
     RunStatus,
 )
 from app.models.base import now
+from app.rules.limits import override_errors
+from app.rules.registry import RULES_BY_CODE
 from app.runs.lifecycle import transition
 from app.runs.schemas import FindingCounts, LatestPoint, RunCreate, RunDetail, RunSummary
 from app.stream.hub import SUMMARY_KEYS
@@ -69,7 +71,21 @@ def validate_train_config(
     return config
 
 
+def check_rule_overrides(config: dict[str, Any]) -> None:
+    """`config.rules` tunes the rule engine per run: every code and threshold must exist."""
+    errors = override_errors(RULES_BY_CODE, config.get("rules"))
+    if errors:
+        raise AppError(
+            422,
+            [
+                {"loc": field.split("."), "field": field, "msg": f"{field}: {reason}"}
+                for field, reason in errors
+            ],
+        )
+
+
 def create_run(session: Session, body: RunCreate) -> Run:
+    check_rule_overrides(body.config)
     if body.source == RunSource.external:
         if body.preset is not None:
             raise invalid("preset", "presets apply to launched runs only")

@@ -3,41 +3,23 @@ killed cannot mark its runs). Workers run the same check; whoever notices first 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-
-import anyio
-
 from app.config import Settings
 from app.db import Database
+from app.periodic import Periodic
 from app.runs.lifecycle import mark_stale_runs
-
-log = logging.getLogger(__name__)
 
 
 class Watchdog:
     def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
         self.settings = settings
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("run-watchdog", self.check, settings.heartbeat_seconds)
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="run-watchdog")
+        await self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await anyio.to_thread.run_sync(self.check)
-            except Exception:
-                log.exception("stale-run check failed")
-            await asyncio.sleep(self.settings.heartbeat_seconds)
+        await self._periodic.stop()
 
     def check(self) -> list[int]:
         with self.db.session(write=True) as session:

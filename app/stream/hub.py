@@ -22,6 +22,7 @@ from sqlalchemy import select
 from app.db import Database
 from app.events import latest_event_id, prune
 from app.models import Event
+from app.periodic import cancel
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +88,7 @@ class EventHub:
         self._task = asyncio.create_task(self._run(), name="event-hub")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel(self._task)
 
     def _head(self) -> int:
         with self.db.session() as session:

@@ -425,7 +425,20 @@ export class ChartBase {
 
   setFindings(findings) {
     this.findings = findings;
-    if (this.plotted) this.redecorate();
+    // A firing episode is updated on every step it lasts; only a change in what is drawn
+    // is worth a relayout, and relayout is the costly part of a live page: at most one a
+    // second per chart, the latest always landing.
+    const signature = this.findings
+      .map((f) => `${f.id}:${f.first_step}:${f.last_step}:${f.severity}:${f.state}`).join("|");
+    if (signature === this.findingsSignature) return;
+    this.findingsSignature = signature;
+    if (!this.plotted || this.redecorateTimer) return;
+    const wait = Math.max(0, 1000 - (performance.now() - (this.lastRedecorate ?? -Infinity)));
+    this.redecorateTimer = setTimeout(() => {
+      this.redecorateTimer = null;
+      this.lastRedecorate = performance.now();
+      if (this.plotted) this.redecorate();
+    }, wait);
   }
 
   /** Findings as shaded bands over their steps, coloured by severity. */

@@ -21,10 +21,16 @@ export class FindingsPanel {
     this.render();
   }
 
-  /** A finding event from the stream: the same shape as the REST answer. */
+  /** A finding event from the stream: the same shape as the REST answer. Events come in
+   * bursts (one per episode a batch touched): render once per frame. */
   upsert(finding) {
     this.findings.set(finding.id, finding);
-    this.render();
+    if (this.renderQueued) return;
+    this.renderQueued = true;
+    requestAnimationFrame(() => {
+      this.renderQueued = false;
+      this.render();
+    });
   }
 
   all() {

@@ -19,7 +19,14 @@ from bench.ui_latency import (
     write_long_series,
 )
 from tests.browser.conftest import ARTIFACTS, UI, restart
-from tests.browser.ui import external_run, ingest, loss_rows, wait_for_step, wait_until_ready
+from tests.browser.ui import (
+    external_run,
+    ingest,
+    loss_at,
+    loss_rows,
+    wait_for_step,
+    wait_until_ready,
+)
 from tests.conftest import LiveServer
 
 pytestmark = pytest.mark.browser
@@ -93,7 +100,7 @@ def write_long_series_rows(database_url: str, run_id: int, steps: range) -> None
     try:
         MetricStore(db).write(
             run_id,
-            [MetricRow(step, {"train/loss": 4.0 / (1 + step / 100) + 1.0}) for step in steps],
+            [MetricRow(step, {"train/loss": loss_at(step)}) for step in steps],
         )
     finally:
         db.dispose()

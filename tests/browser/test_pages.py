@@ -11,7 +11,15 @@ import pytest
 
 from app.migrations import upgrade_to_head
 from tests.browser.conftest import UI, start_server
-from tests.browser.ui import add_finding, external_run, ingest, loss_rows, trace, wait_until_ready
+from tests.browser.ui import (
+    add_finding,
+    external_run,
+    ingest,
+    loss_at,
+    loss_rows,
+    trace,
+    wait_until_ready,
+)
 from tests.conftest import LiveServer
 
 pytestmark = pytest.mark.browser
@@ -49,15 +57,6 @@ def test_every_page_renders_without_console_errors(ui: UI, shared_server: LiveSe
                     row["metrics"][f"update/h{layer}/ratio"] = 10 ** (-3 + 0.1 * layer)
         rows[450]["metrics"]["train/loss"] = 12.0
         ingest(shared_server, run_id, rows)
-    add_finding(
-        shared_server,
-        first,
-        first_step=450,
-        last_step=452,
-        severity="critical",
-        title="Loss spike",
-        code="loss_spike",
-    )
     httpx.post(
         f"{shared_server.url}/api/runs/{first}/samples",
         json={"step": 599, "text": "ROMEO: What light through yonder"},
@@ -84,7 +83,8 @@ def test_every_page_renders_without_console_errors(ui: UI, shared_server: LiveSe
         "act-dead",
     ):
         wait_until_ready(page, chart)
-    page.locator("#findings li[data-finding-id]").wait_for()
+    # The rule engine's own finding for the spike at step 450.
+    page.locator("#findings li[data-code='loss_spike']").first.wait_for()
     page.locator("#samples li[data-step='599']").wait_for()
     ui.screenshot("run")
 
@@ -113,7 +113,7 @@ def test_runs_table_updates_live(ui: UI, shared_server: LiveServer) -> None:
     ui.page.wait_for_function(
         f"document.querySelector(\"tr[data-run-id='{run_id}'] .step\")?.textContent === '41 / 500'"
     )
-    assert row.locator(".train-loss").inner_text() == f"{4.0 / (1 + 41 / 100) + 1.0:.4g}"
+    assert row.locator(".train-loss").inner_text() == f"{loss_at(41):.4g}"
     assert row.locator(".val-loss").inner_text() == "2.5"
 
     httpx.post(f"{shared_server.url}/api/runs/{run_id}/finish", json={"status": "completed"})

@@ -1,10 +1,5 @@
 """End to end with the real trainer: launch from the form, watch a run learn, see a
-fault preset's finding, stop a run with its button.
-
-These need the worker (trainer/worker.py, branch `trainer`) and, for findings, the rule
-engine (app/rules/, branch `rules`). Until those are on this branch the tests skip with a
-message naming what they wait for; they never skip silently.
-"""
+fault preset's finding, stop a run with its button."""
 
 from __future__ import annotations
 
@@ -16,27 +11,16 @@ import pytest
 from app.migrations import upgrade_to_head
 from tests.browser.conftest import UI, start_server
 from tests.browser.ui import wait_until_ready
-from tests.conftest import ROOT, LiveServer
+from tests.conftest import LiveServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-WORKER = "trainer/worker.py"
-RULE_ENGINE = "app/rules/engine.py"
 TRAINING_TIMEOUT_MS = 180_000
-
-
-def require(*paths: str) -> None:
-    missing = [path for path in paths if not (ROOT / path).exists()]
-    if missing:
-        pytest.skip(
-            f"waiting on {', '.join(missing)}: lands with the worker / rule engine branches"
-        )
 
 
 @pytest.fixture(scope="module")
 def worker_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """One server with its embedded worker for this module (starting torch is slow)."""
-    require(WORKER)
     root = tmp_path_factory.mktemp("worker-server")
     url = f"sqlite:///{root / 'trainlens.db'}"
     upgrade_to_head(url)
@@ -101,7 +85,6 @@ def test_launch_a_healthy_run_from_the_form_and_watch_it_learn(
 def test_a_fault_preset_shows_its_finding_in_the_panel_and_on_the_chart(
     worker_server: LiveServer, ui: UI
 ) -> None:
-    require(RULE_ENGINE)
     preset = next(
         p for p in httpx.get(f"{worker_server.url}/api/presets").json() if p["name"] == "nan"
     )

@@ -9,17 +9,13 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from app.rules.registry import RULES_BY_CODE
 from trainer.config import TrainConfig
 from trainer.presets import PRESETS, list_presets, preset_config
 
 REPO = Path(__file__).resolve().parents[2]
 
-RULE_CODES = {
-    "nonfinite", "init_loss", "loss_spike", "grad_norm_spike", "divergence",
-    "clip_saturation", "plateau", "overfit", "train_val_leak", "activation_saturation",
-    "dead_units", "activation_scale", "update_ratio", "lr_schedule",
-    "resume_discontinuity", "throughput_drop", "low_mfu",
-}  # fmt: skip
+RULE_CODES = set(RULES_BY_CODE)
 
 
 def test_defaults_are_valid_and_small() -> None:

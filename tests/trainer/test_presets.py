@@ -113,7 +113,7 @@ def test_leaky_val(tmp_path: Path, corpus: str) -> None:
     _, sink = run_preset("leaky_val", tmp_path, corpus, max_steps=251)
     _, val = sink.series("val/loss")
     _, train_eval = sink.series("train/loss_eval")
-    assert all(abs(v - t) < 0.1 for v, t in zip(val, train_eval, strict=True))  # val == train
+    assert all(abs(v - t) < 1e-6 for v, t in zip(val, train_eval, strict=True))  # val == train
     assert val[-1] < val[1] - 0.5  # and falls with it, on a corpus the model memorises
 
 
@@ -172,8 +172,13 @@ def test_resume_without_optimizer(tmp_path: Path, corpus: str) -> None:
     _, sink = run_preset("resume_without_optimizer", tmp_path, corpus, max_steps=restart + 10)
     assert [s for s, row in sink.rows if "train/resumed" in row] == [restart]
     _, loss = sink.series("train/loss")
+    _, grad_norm = sink.series("train/grad_norm")
     # loss[restart] is measured before the first fresh-Adam update; the jump follows it.
-    assert loss[restart + 1] > max(loss[restart - 20 : restart]) + 0.2
+    # Fresh moments move every weight by ~lr at once: the gradient norm jumps
+    # and the loss rises over the next steps (by how much depends on the corpus).
+    before, after = slice(restart - 20, restart), slice(restart + 1, restart + 6)
+    assert statistics.mean(grad_norm[after]) > 1.3 * statistics.mean(grad_norm[before])
+    assert statistics.mean(loss[after]) > statistics.mean(loss[before]) + 0.1
 
 
 def test_fp16_without_scaler_flushes_gradients_to_zero(tmp_path: Path, corpus: str) -> None:

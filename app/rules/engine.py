@@ -1,0 +1,262 @@
+"""The rule engine: runs every rule on every run, launched or external, as metrics land.
+
+It follows the change feed (the `events` table) like the live streams do: each pass
+reads the events after its cursor, and every run that received points is evaluated
+incrementally, judging only the steps that arrived since its last evaluation. Rules
+that watch the clock (a run that stopped logging) are also judged every few seconds
+on running runs. Evaluation reads in one short transaction and writes findings in
+another, so ingestion never waits for the rules, and never fails because of one.
+
+Per run the engine remembers, in `rule_states`, the last step it judged and each
+rule's open episodes, so an API restart picks up where it left off.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.db import Database
+from app.events import EventKind
+from app.findings.service import finding_payload
+from app.metrics.cache import SeriesCache
+from app.metrics.store import MetricStore
+from app.models import Event, Finding, RuleState, Run, RunSource, RunStatus
+from app.models.base import now
+from app.periodic import Periodic
+from app.rules.base import Rule, RunView, SeriesView
+from app.rules.episodes import Episode
+from app.rules.registry import RULES
+from app.rules.replay import evaluate
+from app.rules.writer import save_episodes
+from app.runs.lifecycle import transition
+
+log = logging.getLogger(__name__)
+
+CURSOR = "_cursor"  # the rule_states row holding the last step judged
+WATCHED_EVENTS = (EventKind.points.value, EventKind.status.value)
+EVENT_BATCH = 10_000
+
+
+class RuleEngine:
+    def __init__(
+        self,
+        db: Database,
+        store: MetricStore,
+        cache: SeriesCache,
+        settings: Settings,
+        rules: Sequence[type[Rule]] = RULES,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.db = db
+        self.store = store
+        self.cache = cache
+        self.settings = settings
+        self.rules = tuple(rules)
+        self.rules_by_code = {rule.code: rule for rule in self.rules}
+        self.clock = clock  # wall time, for the clock-based rules
+        self.cursor: int | None = None  # last event id seen
+        self._last_clock = 0.0
+        self._periodic = Periodic("rule-engine", self.poll, settings.rules_poll_seconds)
+        self._lock = threading.Lock()  # one pass at a time (the loop, or a test calling poll)
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._periodic.start()
+
+    async def stop(self) -> None:
+        await self._periodic.stop()
+
+    # -- one pass ------------------------------------------------------------------
+
+    def poll(self) -> int:
+        """Evaluate every run with news since the last pass; returns how many were."""
+        with self._lock:
+            with self.db.session() as session:
+                runs = self._runs_with_news(session)
+                clock_runs: set[int] = set()
+                if time.monotonic() - self._last_clock >= self.settings.rules_clock_seconds:
+                    self._last_clock = time.monotonic()
+                    clock_runs = set(
+                        session.scalars(select(Run.id).where(Run.status == RunStatus.running))
+                    )
+            for run_id in sorted(runs | clock_runs):
+                try:
+                    self.evaluate_run(run_id, clock_only=run_id not in runs)
+                except Exception:
+                    log.exception("rule evaluation of run %s failed", run_id)
+            return len(runs | clock_runs)
+
+    def _runs_with_news(self, session: Session) -> set[int]:
+        if self.cursor is None:
+            # First pass: catch up on every run, then follow the feed from its head.
+            self.cursor = int(session.scalar(select(Event.id).order_by(Event.id.desc())) or 0)
+            return set(session.scalars(select(Run.id).where(Run.last_step.is_not(None))))
+        rows = session.execute(
+            select(Event.id, Event.run_id)
+            .where(Event.id > self.cursor, Event.kind.in_(WATCHED_EVENTS))
+            .order_by(Event.id)
+            .limit(EVENT_BATCH)
+        ).all()
+        if rows:
+            self.cursor = int(rows[-1][0])
+        return {int(run_id) for _, run_id in rows}
+
+    def evaluate_run(self, run_id: int, clock_only: bool = False) -> list[Finding]:
+        """Judge a run's new steps (or only its clock rules); returns findings opened."""
+        with self.db.session() as session:
+            prepared = self._judge(session, run_id, clock_only)
+        if prepared is None:
+            return []
+        last_step, rules, open_episodes, changed = prepared
+        if clock_only and not changed:
+            # The usual clock pass: nothing fired or resolved, so nothing to write (clock
+            # rules resolve on their first clear observation, so no streak moved either).
+            return []
+        with self.db.session(write=True) as session:
+            run = session.get(Run, run_id)
+            if run is None:  # deleted while we judged it
+                return []
+            opened = save_episodes(session, run_id, changed, self.rules_by_code)
+            self._save_states(
+                session, run_id, rules, open_episodes, None if clock_only else last_step
+            )
+            self._act(session, run, opened)
+            payloads = [finding_payload(finding) for finding in opened]
+            webhook = _webhook_url(run, self.settings)
+        if webhook and payloads:
+            _post_async(webhook, {"run_id": run_id, "run_name": run.name}, payloads)
+        return opened
+
+    def _judge(
+        self, session: Session, run_id: int, clock_only: bool
+    ) -> tuple[int, list[type[Rule]], dict[str, dict[str, Episode]], list[Episode]] | None:
+        run = session.get(Run, run_id)
+        if run is None:
+            return None
+        series_rows = self.store.run_keys(session, run_id)
+        if not series_rows:
+            return None
+        last_step = max(row.last_step for row in series_rows.values())
+        states = {
+            row.code: row.state
+            for row in session.scalars(select(RuleState).where(RuleState.run_id == run_id))
+        }
+        since = int(states.get(CURSOR, {}).get("since", -1))
+        if last_step > since:
+            clock_only = False
+        elif not clock_only:
+            return None  # a rewrite of steps already judged (a resume): nothing new
+        rules = [rule for rule in self.rules if rule.time_based or not clock_only]
+        key_ids = {name: row.key_id for name, row in series_rows.items()}
+
+        def load(names: list[str]) -> dict[str, SeriesView]:
+            wanted = {key_ids[name]: name for name in names if name in key_ids}
+            loaded = self.cache.get_many(session, run_id, wanted)
+            return {
+                wanted[key_id]: SeriesView(series.steps, series.values, series.times)
+                for key_id, series in loaded.items()
+            }
+
+        view = RunView(
+            run_id=run_id,
+            source=run.source,
+            status=run.status,
+            config=run.config or {},
+            loader=load,
+            key_names=key_ids,
+            since=since,
+            last_step=last_step,
+            now=self.clock(),
+            last_write_time=self._last_write_time(session, run_id),
+        )
+        open_episodes = {
+            code: {subject: Episode.from_state(state) for subject, state in stored.items()}
+            for code, stored in ((rule.code, states.get(rule.code, {})) for rule in rules)
+        }
+        changed = evaluate(rules, view, open_episodes, self.settings.rules)
+        return last_step, rules, open_episodes, changed
+
+    def _last_write_time(self, session: Session, run_id: int) -> float:
+        """When the run's latest points reached the database, by the server's clock (a
+        script's own `time` values may be anything). Past event retention the feed has
+        forgotten, and the write is at least that old."""
+        written = session.scalar(
+            select(func.max(Event.created_at)).where(
+                Event.run_id == run_id, Event.kind == EventKind.points.value
+            )
+        )
+        if written is None:
+            return self.clock() - self.settings.event_retention_seconds
+        return float(written)
+
+    def _save_states(
+        self,
+        session: Session,
+        run_id: int,
+        rules: Sequence[type[Rule]],
+        open_episodes: dict[str, dict[str, Episode]],
+        judged_up_to: int | None,
+    ) -> None:
+        rows = {
+            row.code: row
+            for row in session.scalars(select(RuleState).where(RuleState.run_id == run_id))
+        }
+        wanted: dict[str, dict[str, Any]] = {
+            rule.code: {
+                subject: episode.to_state()
+                for subject, episode in open_episodes.get(rule.code, {}).items()
+            }
+            for rule in rules
+        }
+        if judged_up_to is not None:
+            wanted[CURSOR] = {"since": judged_up_to}
+        for code, state in wanted.items():
+            row = rows.get(code)
+            if row is None:
+                if state:
+                    session.add(RuleState(run_id=run_id, code=code, state=state, updated_at=now()))
+            elif row.state != state:
+                row.state = state
+                row.updated_at = now()
+
+    def _act(self, session: Session, run: Run, opened: list[Finding]) -> None:
+        """The per-run policy: a non-finite loss stops a launched run (the trainer keeps
+        its last good checkpoint). The trainer usually got there first; this covers a
+        trainer that logged the NaN but did not stop."""
+        if run.source != RunSource.launched or run.status != RunStatus.running:
+            return
+        actions = (run.config or {}).get("actions") or {}
+        if not actions.get("stop_on_nonfinite", True):
+            return
+        if any(finding.code == "nonfinite" for finding in opened):
+            transition(session, run, RunStatus.stopping, "stopped by the rule engine: non-finite")
+
+
+def _webhook_url(run: Run, settings: Settings) -> str | None:
+    actions = (run.config or {}).get("actions") or {}
+    url = actions.get("webhook_url") if isinstance(actions, dict) else None
+    return url or settings.rules_webhook_url
+
+
+def _post_async(url: str, run: dict[str, Any], findings: list[dict[str, Any]]) -> None:
+    """POST each new finding to the webhook off the engine's thread: a slow or broken
+    receiver must not delay diagnostics."""
+
+    def send() -> None:
+        for finding in findings:
+            try:
+                httpx.post(url, json={**run, "finding": finding}, timeout=5.0)
+            except httpx.HTTPError as exc:
+                log.warning("webhook %s failed: %s", url, exc)
+
+    threading.Thread(target=send, name="finding-webhook", daemon=True).start()

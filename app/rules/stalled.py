@@ -1,0 +1,93 @@
+"""stalled: a running run has written no new step for far longer than its steps take."""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field
+
+from app.rules.base import Observation, Rule, RunView, Thresholds
+
+# Series whose point times give the run's pace, in order of preference.
+PACE_KEYS = ("train/loss", "perf/tokens_per_sec")
+
+
+class StalledThresholds(Thresholds):
+    # seconds without a new point before a running run counts as stalled ...
+    timeout_seconds: float = Field(default=300.0, gt=0)
+    # ... or this many median intervals between recent points, whichever is longer, so
+    # a model whose steps take a minute each is not called stalled after five
+    interval_multiple: float = Field(default=20.0, gt=0)
+    # recent points whose intervals give the median
+    window: int = Field(default=50, ge=2)
+
+
+class Stalled(Rule):
+    """The run is marked running but has written no new step for much longer than its
+    steps normally take. The process may be hung (a deadlock in a collective under DDP,
+    a data loader worker that died, a full disk), or it died without its worker
+    noticing. A hung run holds its device while producing nothing."""
+
+    code = "stalled"
+    title = "Run stalled: no new steps"
+    severity = "critical"
+    fix = (
+        "Look at the worker's and the trainer's logs and at the process (py-spy dump shows "
+        "where it waits). Under DDP a rank that crashed leaves the others waiting in a "
+        "collective: set a NCCL timeout. Stop the run and resume it from its last "
+        "checkpoint."
+    )
+    thresholds = StalledThresholds
+    time_based = True
+
+    def check(self, view: RunView, limits: StalledThresholds) -> list[Observation]:
+        last_write = view.last_write_time
+        if last_write is None:
+            # An offline replay: the time of the latest point stands in for the write.
+            times = [view.series(key).times[-1:] for key in PACE_KEYS]
+            last_write = max((float(t[0]) for t in times if len(t)), default=None)
+        if last_write is None:
+            return []  # no clock to judge by
+        if view.status != "running":
+            # A run that is not running is not expected to write; this resolves a stall.
+            return [Observation(view.last_step, False)]
+        silent_for = view.now - last_write
+        interval = _median_interval(view, limits.window)
+        threshold = limits.timeout_seconds
+        if interval is not None:
+            threshold = max(threshold, limits.interval_multiple * interval)
+        if not silent_for > threshold:
+            return [Observation(view.last_step, False)]
+        evidence = {
+            "last_step": view.last_step,
+            "seconds_without_write": round(silent_for, 1),
+            "threshold_seconds": round(threshold, 1),
+            "median_interval_seconds": round(interval, 3) if interval is not None else None,
+            "timeout_seconds": limits.timeout_seconds,
+            "interval_multiple": limits.interval_multiple,
+        }
+        detail = (
+            f"No new step for {_duration(silent_for)} since step {view.last_step}"
+            + (f" (a step usually takes {interval:.2g} s)" if interval is not None else "")
+            + f"; the threshold is {_duration(threshold)}."
+        )
+        return [Observation(view.last_step, True, evidence=evidence, detail=detail)]
+
+
+def _median_interval(view: RunView, window: int) -> float | None:
+    """Median seconds between the last `window` points of the run's pace series."""
+    for key in PACE_KEYS:
+        times = view.series(key).times[-(window + 1) :]
+        if len(times) >= 3:
+            intervals = np.diff(times)
+            intervals = intervals[np.isfinite(intervals) & (intervals >= 0)]
+            if len(intervals):
+                return float(np.median(intervals))
+    return None
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -1,0 +1,84 @@
+"""Episodes to findings: the rule engine's writing half.
+
+Each episode that fired is one `findings` row, created when it opens and updated as it
+extends or resolves; every change goes out on the change feed, so live pages see it.
+A user's acknowledgement sticks: a later update to the same episode keeps it acknowledged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.events import EventKind, publish
+from app.findings.service import finding_payload
+from app.models import Finding
+from app.models.base import now
+from app.rules.base import Rule
+from app.rules.episodes import Episode
+
+
+def save_episodes(
+    session: Session,
+    run_id: int,
+    episodes: Sequence[Episode],
+    rules: Mapping[str, type[Rule]],
+) -> list[Finding]:
+    """Write each episode's finding; returns the findings that were opened just now."""
+    opened: list[Finding] = []
+    for episode in episodes:
+        rule = rules[episode.code]
+        finding = session.get(Finding, episode.finding_id) if episode.finding_id else None
+        if finding is None:
+            finding = Finding(run_id=run_id, code=rule.code, created_at=now())
+            session.add(finding)
+            opened.append(finding)
+        _fill(finding, rule, episode)
+        session.flush()
+        episode.finding_id = finding.id
+        if finding in opened and rule.links_to is not None:
+            _link(session, finding, *rule.links_to)
+        publish(session, run_id, EventKind.finding, finding_payload(finding))
+    return opened
+
+
+def _fill(finding: Finding, rule: type[Rule], episode: Episode) -> None:
+    finding.title = f"{rule.title} ({episode.subject})" if episode.subject else rule.title
+    finding.severity = episode.severity
+    finding.first_step = episode.first_step
+    finding.last_step = episode.last_step
+    evidence = dict(episode.evidence)
+    if episode.subject:
+        evidence["subject"] = episode.subject
+    finding.evidence = evidence
+    finding.explanation = " ".join(part for part in (episode.detail, rule.explanation()) if part)
+    finding.fix = rule.fix
+    finding.updated_at = now()
+    if episode.state == "resolved":
+        finding.resolved_at = finding.resolved_at or finding.updated_at
+        if finding.state != "acknowledged":
+            finding.state = "resolved"
+    elif finding.state is None:
+        finding.state = "firing"
+
+
+def _link(session: Session, finding: Finding, other_code: str, within_steps: int) -> None:
+    """Link a new finding to the other rule's finding that began just before it (a
+    grad-norm spike that warned of this loss spike), both ways."""
+    assert finding.first_step is not None
+    other = session.scalars(
+        select(Finding)
+        .where(Finding.run_id == finding.run_id, Finding.code == other_code)
+        .where(Finding.first_step >= finding.first_step - within_steps)
+        .where(Finding.first_step <= finding.first_step)
+        .order_by(Finding.first_step.desc())
+        .limit(1)
+    ).first()
+    if other is None:
+        return
+    finding.linked_finding_id = other.id
+    other.linked_finding_id = finding.id
+    other.updated_at = now()
+    publish(session, other.run_id, EventKind.finding, finding_payload(other))
