@@ -11,7 +11,13 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARKS = ["bench.store", "bench.sink", "bench.bench_trainer", "bench.ui_latency"]
+BENCHMARKS = [
+    "bench.store",
+    "bench.sink",
+    "bench.rules_engine",
+    "bench.bench_trainer",
+    "bench.ui_latency",
+]
 
 
 def main() -> int:

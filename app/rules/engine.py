@@ -29,7 +29,7 @@ from app.events import EventKind
 from app.findings.service import finding_payload
 from app.metrics.cache import SeriesCache
 from app.metrics.store import MetricStore
-from app.models import Event, Finding, RuleState, Run, RunSource, RunStatus
+from app.models import Event, Finding, Metric, RuleState, Run, RunSeries, RunSource, RunStatus
 from app.models.base import now
 from app.periodic import Periodic
 from app.rules.base import Rule, RunView, SeriesView
@@ -44,6 +44,10 @@ log = logging.getLogger(__name__)
 CURSOR = "_cursor"  # the rule_states row holding the last step judged
 WATCHED_EVENTS = (EventKind.points.value, EventKind.status.value)
 EVENT_BATCH = 10_000
+# A run first seen with a long history (an import, or points written while the API was
+# down) is judged this many steps per pass, so one long catch-up never holds up the
+# findings of live runs; the rest follows on the next passes.
+CATCH_UP_POINTS = 5_000
 
 
 class RuleEngine:
@@ -66,6 +70,7 @@ class RuleEngine:
         self.cursor: int | None = None  # last event id seen
         self._last_clock = 0.0
         self._periodic = Periodic("rule-engine", self.poll, settings.rules_poll_seconds)
+        self._behind: set[int] = set()  # runs with history still to judge
         self._lock = threading.Lock()  # one pass at a time (the loop, or a test calling poll)
 
     # -- lifecycle -----------------------------------------------------------------
@@ -76,13 +81,19 @@ class RuleEngine:
     async def stop(self) -> None:
         await self._periodic.stop()
 
+    @property
+    def catching_up(self) -> bool:
+        """Whether some run still has history the engine has not judged."""
+        return bool(self._behind)
+
     # -- one pass ------------------------------------------------------------------
 
     def poll(self) -> int:
         """Evaluate every run with news since the last pass; returns how many were."""
         with self._lock:
             with self.db.session() as session:
-                runs = self._runs_with_news(session)
+                runs = self._runs_with_news(session) | self._behind
+                self._behind = set()
                 clock_runs: set[int] = set()
                 if time.monotonic() - self._last_clock >= self.settings.rules_clock_seconds:
                     self._last_clock = time.monotonic()
@@ -154,6 +165,7 @@ class RuleEngine:
         since = int(states.get(CURSOR, {}).get("since", -1))
         if last_step > since:
             clock_only = False
+            last_step = self._judge_up_to(session, run_id, series_rows, since, last_step)
         elif not clock_only:
             return None  # a rewrite of steps already judged (a resume): nothing new
         rules = [rule for rule in self.rules if rule.time_based or not clock_only]
@@ -185,6 +197,33 @@ class RuleEngine:
         }
         changed = evaluate(rules, view, open_episodes, self.settings.rules)
         return last_step, rules, open_episodes, changed
+
+    def _judge_up_to(
+        self,
+        session: Session,
+        run_id: int,
+        series_rows: dict[str, RunSeries],
+        since: int,
+        last_step: int,
+    ) -> int:
+        """The last step this pass judges: `last_step`, or on a long backlog the step
+        CATCH_UP_POINTS points on (counted on the run's loss, else its longest key)."""
+        pace = series_rows.get("train/loss") or max(
+            series_rows.values(), key=lambda row: row.last_step - row.first_step
+        )
+        if last_step - max(since, pace.first_step - 1) <= CATCH_UP_POINTS:
+            return last_step
+        chunk_end = session.scalar(
+            select(Metric.step)
+            .where(Metric.run_id == run_id, Metric.key_id == pace.key_id, Metric.step > since)
+            .order_by(Metric.step)
+            .offset(CATCH_UP_POINTS - 1)
+            .limit(1)
+        )
+        if chunk_end is None or chunk_end >= last_step:
+            return last_step
+        self._behind.add(run_id)
+        return int(chunk_end)
 
     def _last_write_time(self, session: Session, run_id: int) -> float:
         """When the run's latest points reached the database, by the server's clock (a

@@ -273,3 +273,18 @@ def test_a_grad_norm_spike_links_to_the_loss_spike_it_warned_of(app_client: Test
     grad, loss = by_code["grad_norm_spike"], by_code["loss_spike"]
     assert (grad["first_step"], loss["first_step"]) == (200, 201)
     assert loss["linked_finding_id"] == grad["id"] and grad["linked_finding_id"] == loss["id"]
+
+
+def test_a_long_backlog_is_judged_a_chunk_per_pass(app_client: TestClient) -> None:
+    engine = engine_of(app_client)
+    run_id = create_external_run(app_client)
+    history = rows(0, 12_000)
+    history[11_000]["metrics"]["train/loss"] = "NaN"
+    assert ingest(app_client, run_id, history).status_code == 200
+    engine.poll()  # steps 0..4999
+    engine.poll()  # 5000..9999
+    assert engine.catching_up
+    assert [f for f in findings(app_client, run_id) if f["code"] == "nonfinite"] == []
+    engine.poll()  # the rest, without any new write to wake it
+    (finding,) = [f for f in findings(app_client, run_id) if f["code"] == "nonfinite"]
+    assert finding["first_step"] == 11_000 and not engine.catching_up
