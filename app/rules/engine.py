@@ -128,7 +128,7 @@ class RuleEngine:
             prepared = self._judge(session, run_id, clock_only)
         if prepared is None:
             return []
-        last_step, rules, open_episodes, changed = prepared
+        last_step, clock_only, rules, open_episodes, changed = prepared
         if clock_only and not changed:
             # The usual clock pass: nothing fired or resolved, so nothing to write (clock
             # rules resolve on their first clear observation, so no streak moved either).
@@ -150,7 +150,10 @@ class RuleEngine:
 
     def _judge(
         self, session: Session, run_id: int, clock_only: bool
-    ) -> tuple[int, list[type[Rule]], dict[str, dict[str, Episode]], list[Episode]] | None:
+    ) -> tuple[int, bool, list[type[Rule]], dict[str, dict[str, Episode]], list[Episode]] | None:
+        """Run the rules over the run's unjudged steps; a clock pass that finds new steps
+        judges them like any pass. Returns (last step judged, whether only the clock rules
+        ran, the rules run, their open episodes, the episodes that changed)."""
         run = session.get(Run, run_id)
         if run is None:
             return None
@@ -196,7 +199,7 @@ class RuleEngine:
             for code, stored in ((rule.code, states.get(rule.code, {})) for rule in rules)
         }
         changed = evaluate(rules, view, open_episodes, self.settings.rules)
-        return last_step, rules, open_episodes, changed
+        return last_step, clock_only, rules, open_episodes, changed
 
     def _judge_up_to(
         self,

@@ -288,3 +288,18 @@ def test_a_long_backlog_is_judged_a_chunk_per_pass(app_client: TestClient) -> No
     engine.poll()  # the rest, without any new write to wake it
     (finding,) = [f for f in findings(app_client, run_id) if f["code"] == "nonfinite"]
     assert finding["first_step"] == 11_000 and not engine.catching_up
+
+
+def test_a_clock_pass_that_finds_new_steps_judges_them_once(app_client: TestClient) -> None:
+    engine = engine_of(app_client)
+    run_id = create_external_run(app_client)
+    ingest(app_client, run_id, rows(0, 30))
+    ingest(app_client, run_id, rows(30, 33, loss="NaN"))
+    (opened,) = engine.evaluate_run(run_id, clock_only=True)  # before any poll saw the events
+    assert opened.code == "nonfinite"
+    assert engine.evaluate_run(run_id, clock_only=True) == []
+    engine.poll()  # the feed's events for those steps change nothing now
+    ingest(app_client, run_id, rows(33, 40))
+    engine.poll()
+    (finding,) = [f for f in findings(app_client, run_id) if f["code"] == "nonfinite"]
+    assert (finding["first_step"], finding["last_step"], finding["state"]) == (30, 32, "resolved")
