@@ -8,7 +8,8 @@ on running runs. Evaluation reads in one short transaction and writes findings i
 another, so ingestion never waits for the rules, and never fails because of one.
 
 Per run the engine remembers, in `rule_states`, the last step it judged and each
-rule's open episodes, so an API restart picks up where it left off.
+rule's open episodes, so an API restart picks up where it left off. One engine runs per
+database: extra API replicas set TRAINLENS_RULES_ENABLED=0.
 """
 
 from __future__ import annotations
