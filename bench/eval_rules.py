@@ -59,12 +59,14 @@ def preset_scenarios(runs_dir: Path, only: list[str] | None) -> list[Scenario]:
             started = time.perf_counter()
             print(f"training preset {preset.name} ...", end=" ", flush=True)
             command = [sys.executable, "-m", "trainer.cli", "--preset", preset.name]
-            subprocess.run(
+            done = subprocess.run(
                 [*command, "--out", str(out), "--quiet", "--device", "cpu"],
                 cwd=ROOT,
-                check=True,
-                stdout=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
             )
+            if done.returncode != 0:
+                raise SystemExit(f"preset {preset.name} failed:\n{done.stderr[-3000:]}")
             print(f"{time.perf_counter() - started:.0f} s", flush=True)
         config = preset_config(preset.name).model_dump(mode="json")
         faults = [config["faults"][field] for field in FAULT_FIELDS if config["faults"][field]]
