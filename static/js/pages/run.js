@@ -303,6 +303,14 @@ async function main() {
     return;
   }
   await Promise.race([hello, new Promise((resolve) => setTimeout(resolve, 3000))]);
+  // A status change between that first read and the stream's subscription reached
+  // neither (a queued run claimed while the page opened): read the run once more, now
+  // that every later change arrives live.
+  try {
+    await loadRun();
+  } catch (error) {
+    showError(error.message);
+  }
   buildCharts();
   setTimeout(loadPlotly, 0); // after the charts' first requests are on their way
   await Promise.all([loadFindings(), loadSamples()]).catch((error) => showError(error.message));

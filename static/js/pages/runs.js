@@ -199,6 +199,9 @@ launchToggle.addEventListener("click", () => {
 if (location.hash === "#launch") launchToggle.click();
 
 new LiveStream("/stream", {
+  // A change between the first load and the subscription reached neither: load again
+  // once the stream is live.
+  hello: scheduleReload,
   progress: onProgress,
   status: onStatus,
   created: scheduleReload,
