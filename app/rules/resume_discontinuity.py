@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,10 +158,12 @@ def _first_recovery(values: np.ndarray, start: int, after: int, threshold: float
     a recovery is usually near, and a long run must not be re-read on every call."""
     for block in range(start, len(values) - after + 1, _BLOCK):
         segment = values[block : block + _BLOCK + after - 1]
-        segment = np.where(np.isfinite(segment), segment, np.nan)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN window is no recovery
-            means = np.nanmean(sliding_window_view(segment, after), axis=1)
+        finite = np.isfinite(segment)
+        # Mean of each window's finite values; an all-NaN window is no recovery (NaN).
+        windows = sliding_window_view(np.where(finite, segment, 0.0), after)
+        counts = sliding_window_view(finite, after).sum(axis=1)
+        with np.errstate(all="ignore"):
+            means = np.where(counts > 0, windows.sum(axis=1) / counts, np.nan)
         hits = np.flatnonzero(means <= threshold)
         if len(hits):
             return block + int(hits[0]) + after - 1

@@ -3,7 +3,6 @@ a z-score whose window holds the point itself can never exceed sqrt(n - 1)."""
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,10 +37,15 @@ def trailing_baseline(values: np.ndarray, start: int, window: int) -> Baseline:
         windows = sliding_window_view(padded[block_start : block_end + window - 1], window)
         windows = windows[: block_end - block_start]
         count = np.sum(np.isfinite(windows), axis=1)
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows: NaN is right
-            median = np.nanmedian(windows, axis=1)
-            mad = np.nanmedian(np.abs(windows - median[:, None]), axis=1)
+        # A window with no finite value has no baseline (NaN). Those rows are left out of
+        # nanmedian rather than silenced: warning filters are process-wide, not per thread.
+        median = np.full(len(windows), np.nan)
+        mad = np.full(len(windows), np.nan)
+        some = count > 0
+        if some.any():
+            with np.errstate(all="ignore"):
+                median[some] = np.nanmedian(windows[some], axis=1)
+                mad[some] = np.nanmedian(np.abs(windows[some] - median[some, None]), axis=1)
         medians.append(median)
         sigmas.append(mad * MAD_TO_STD)
         counts.append(count)
