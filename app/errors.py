@@ -30,7 +30,15 @@ def conflict(message: str) -> AppError:
 
 def invalid(field: str, message: str) -> AppError:
     """A 422 in the same shape FastAPI gives for body validation errors."""
-    return AppError(422, [{"loc": field.split("."), "field": field, "msg": message}])
+    return invalid_fields([(field, message)])
+
+
+def invalid_fields(problems: list[tuple[str, str]]) -> AppError:
+    """A 422 naming every (field, reason) at once."""
+    return AppError(
+        422,
+        [{"loc": field.split("."), "field": field, "msg": message} for field, message in problems],
+    )
 
 
 def field_path(loc: tuple[Any, ...] | list[Any]) -> str:

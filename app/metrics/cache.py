@@ -39,6 +39,9 @@ class SeriesCache:
         self.max_age = event_retention_seconds / 2
         self._entries: OrderedDict[tuple[int, int], _Entry] = OrderedDict()
         self._bytes = 0
+        # Per run, the last change-feed window read, as (since, head, touched): a reader
+        # asking for one key at a time (the rule engine) reads the window once, not per key.
+        self._windows: dict[int, tuple[int, int, list[tuple[int, dict[str, int]]]]] = {}
         self._lock = threading.Lock()
         self.loads = 0  # full reads from the database, for tests and benchmarks
 
@@ -67,6 +70,7 @@ class SeriesCache:
         with self._lock:
             for cache_key in [k for k in self._entries if k[0] == run_id]:
                 self._bytes -= self._entries.pop(cache_key).series.nbytes
+            self._windows.pop(run_id, None)
 
     def _lookup(self, run_id: int, key_id: int) -> _Entry | None:
         with self._lock:
@@ -79,6 +83,10 @@ class SeriesCache:
         self, session: Session, run_id: int, since: int, head: int
     ) -> list[tuple[int, dict[str, int]]]:
         """(event id, {key name: first step written}) for points events in (since, head]."""
+        with self._lock:
+            window = self._windows.get(run_id)
+        if window is not None and window[1] == head and window[0] <= since:
+            return [item for item in window[2] if item[0] > since]
         rows = session.execute(
             select(Event.id, Event.payload)
             .where(Event.run_id == run_id, Event.kind == "points")
@@ -89,6 +97,8 @@ class SeriesCache:
         for event_id, payload in rows:
             keys = json.loads(payload)["keys"]
             touched.append((event_id, {name: info["first"] for name, info in keys.items()}))
+        with self._lock:
+            self._windows[run_id] = (since, head, touched)
         return touched
 
     def _catch_up(

@@ -66,6 +66,13 @@ class SeriesView:
         end = int(np.searchsorted(self.steps, step, side="right"))
         return SeriesView(self.steps[:end], self.values[:end], self.times[:end])
 
+    def at(self, steps: np.ndarray) -> np.ndarray:
+        """The value at each of `steps`; NaN where the series has no point there."""
+        if not len(self):
+            return np.full(len(steps), np.nan)
+        index = np.clip(np.searchsorted(self.steps, steps), 0, len(self) - 1)
+        return np.where(self.steps[index] == steps, self.values[index], np.nan)
+
     def index_of(self, step: int) -> int:
         """Position of the first point with step >= `step`."""
         return int(np.searchsorted(self.steps, step, side="left"))
@@ -96,7 +103,6 @@ class RunView:
         self,
         *,
         run_id: int,
-        source: str,
         status: str,
         config: Mapping[str, Any],
         series: Mapping[str, SeriesView] | None = None,
@@ -108,7 +114,6 @@ class RunView:
         last_write_time: float | None = None,
     ) -> None:
         self.run_id = run_id
-        self.source = source
         self.status = status
         self.config = config
         self.since = since
@@ -129,9 +134,6 @@ class RunView:
     def keys(self, pattern: str) -> list[str]:
         """The run's metric keys matching a glob, e.g. `act/*/frac_dead`."""
         return [name for name in self._key_names if fnmatch.fnmatchcase(name, pattern)]
-
-    def has_new(self, key: str) -> bool:
-        return len(self.series(key).after(self.since)) > 0
 
     def config_number(self, name: str) -> float | None:
         """A numeric config field (`vocab_size`, `grad_clip`, ...), or None when absent.

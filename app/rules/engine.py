@@ -185,7 +185,6 @@ class RuleEngine:
 
         view = RunView(
             run_id=run_id,
-            source=run.source,
             status=run.status,
             config=run.config or {},
             loader=load,

@@ -32,7 +32,6 @@ class Episode:
     detail: str = ""
     active_streak: int = 0
     clear_streak: int = 0
-    active_count: int = 0
     finding_id: int | None = None
 
     def to_state(self) -> dict[str, Any]:
@@ -82,7 +81,6 @@ def _on_active(
         open_episodes[observation.subject] = episode
     episode.last_step = observation.step
     episode.active_streak += 1
-    episode.active_count += 1
     episode.clear_streak = 0
     if SEVERITY_RANK[severity] > SEVERITY_RANK[episode.severity]:
         # The evidence shown is that of the worst moment of the episode.

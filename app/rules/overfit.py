@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from app.rules.base import Observation, Rule, RunView, SeriesView, Thresholds
+from app.rules.base import Observation, Rule, RunView, Thresholds
 
 
 class OverfitThresholds(Thresholds):
@@ -98,7 +98,7 @@ def _train_at(view: RunView, eval_steps: np.ndarray, smooth_window: int) -> np.n
     median of the train/loss points up to that step."""
     loss_eval = view.series("train/loss_eval")
     if len(loss_eval):
-        return _values_at(loss_eval, eval_steps)
+        return loss_eval.at(eval_steps)
     loss = view.series("train/loss")
     if not len(loss):
         return None
@@ -110,13 +110,6 @@ def _train_at(view: RunView, eval_steps: np.ndarray, smooth_window: int) -> np.n
         if len(window):
             result[i] = float(np.median(window))
     return result
-
-
-def _values_at(series: SeriesView, steps: np.ndarray) -> np.ndarray:
-    """series' value at each of `steps` (NaN where it has no point there)."""
-    index = np.clip(np.searchsorted(series.steps, steps), 0, max(len(series) - 1, 0))
-    found = series.steps[index] == steps
-    return np.where(found, series.values[index], np.nan)
 
 
 def _running_argmin(values: np.ndarray) -> np.ndarray:

@@ -27,7 +27,6 @@ def replay(
     config: Mapping[str, Any] | None = None,
     *,
     every: int = 1,
-    source: str = "launched",
     status: str = "running",
     now: float | None = None,
     defaults: BaseModel | None = None,
@@ -50,14 +49,14 @@ def replay(
     since = -1
     for boundary in boundaries:
         visible = {key: view.upto(boundary) for key, view in series.items()}
-        view = _view(visible, config, source, status, since, boundary, now=None)
+        view = _view(visible, config, status, since, boundary, now=None)
         for episode in evaluate(rules, view, open_episodes, defaults):
             fired[id(episode)] = episode
         since = boundary
     if now is not None and boundaries:
         # Then the clock moves on with no new point: what the clock-based rules see.
         clock_rules = [rule for rule in rules if rule.time_based]
-        view = _view(visible, config, source, status, since, since, now)
+        view = _view(visible, config, status, since, since, now)
         for episode in evaluate(clock_rules, view, open_episodes, defaults):
             fired[id(episode)] = episode
     return sorted(fired.values(), key=lambda episode: (episode.first_step, episode.code))
@@ -66,7 +65,6 @@ def replay(
 def _view(
     series: dict[str, SeriesView],
     config: dict[str, Any],
-    source: str,
     status: str,
     since: int,
     last_step: int,
@@ -78,7 +76,6 @@ def _view(
     )
     return RunView(
         run_id=0,
-        source=source,
         status=status,
         config=config,
         series=series,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from app.rules.base import Observation, Rule, RunView, SeriesView, Thresholds
+from app.rules.base import Observation, Rule, RunView, Thresholds
 
 
 class TrainValLeakThresholds(Thresholds):
@@ -94,14 +94,7 @@ def _train_at(view: RunView, eval_steps: np.ndarray) -> np.ndarray | None:
     for key in ("train/loss_eval", "train/loss"):
         series = view.series(key)
         if len(series):
-            values = _values_at(series, eval_steps)
+            values = series.at(eval_steps)
             if np.isfinite(values).any():
                 return values
     return None
-
-
-def _values_at(series: SeriesView, steps: np.ndarray) -> np.ndarray:
-    """series' value at each of `steps` (NaN where it has no point there)."""
-    index = np.clip(np.searchsorted(series.steps, steps), 0, len(series) - 1)
-    found = series.steps[index] == steps
-    return np.where(found, series.values[index], np.nan)

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.config import Settings
-from app.errors import AppError, conflict, from_validation_error, invalid, not_found
+from app.errors import conflict, from_validation_error, invalid, invalid_fields, not_found
 from app.events import EventKind, publish
 from app.jsonutil import encode_float
 from app.metrics.cache import SeriesCache
@@ -75,13 +75,7 @@ def check_rule_overrides(config: dict[str, Any]) -> None:
     """`config.rules` tunes the rule engine per run: every code and threshold must exist."""
     errors = override_errors(RULES_BY_CODE, config.get("rules"))
     if errors:
-        raise AppError(
-            422,
-            [
-                {"loc": field.split("."), "field": field, "msg": f"{field}: {reason}"}
-                for field, reason in errors
-            ],
-        )
+        raise invalid_fields(errors)
 
 
 def create_run(session: Session, body: RunCreate) -> Run:

@@ -14,7 +14,6 @@ def _view(
     options = {"last_write_time": times[-1], "series": {"train/loss": loss}, **kwargs}
     return RunView(
         run_id=1,
-        source="launched",
         status=status,
         config={},
         since=99,
