@@ -136,7 +136,12 @@ def main(argv: list[str] | None = None) -> int:
         config = build_config(args)
         text = load_text(config, args.data)
     except ValidationError as exc:
-        print(f"invalid configuration:\n{exc}", file=sys.stderr)
+        print("invalid configuration:", file=sys.stderr)
+        for error in exc.errors(include_url=False):
+            field = ".".join(str(part) for part in error["loc"])
+            # Combination checks have no single field; their message names the fields.
+            reason = error["msg"].removeprefix("Value error, ")
+            print(f"  {field}: {reason}" if field else f"  {reason}", file=sys.stderr)
         return 2
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
