@@ -15,7 +15,8 @@ from app.errors import conflict, from_validation_error, invalid, invalid_fields,
 from app.events import EventKind, publish
 from app.jsonutil import encode_float
 from app.metrics.cache import SeriesCache
-from app.metrics.store import NONFINITE_VALUES, MetricStore
+from app.metrics.points import NONFINITE_VALUES
+from app.metrics.store import MetricStore
 from app.models import (
     ACTIVE_STATUSES,
     RESUMABLE_STATUSES,

@@ -1,0 +1,47 @@
+"""level-of-detail summary of metric series
+
+Revision ID: 0003
+Revises: 0001
+Create Date: 2026-12-02
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0003"
+down_revision: str | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "metric_lod",
+        sa.Column("run_id", sa.Integer(), nullable=False),
+        sa.Column("key_id", sa.Integer(), nullable=False),
+        sa.Column("level", sa.SmallInteger(), autoincrement=False, nullable=False),
+        sa.Column("bucket", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("n_points", sa.BigInteger(), nullable=False),
+        sa.Column("points", sa.LargeBinary(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["key_id"], ["metric_keys.id"], name=op.f("fk_metric_lod_key_id_metric_keys")
+        ),
+        sa.ForeignKeyConstraint(
+            ["run_id"], ["runs.id"], name=op.f("fk_metric_lod_run_id_runs"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("run_id", "key_id", "level", "bucket", name=op.f("pk_metric_lod")),
+        sqlite_with_rowid=False,
+    )
+    # Series stored before the summary existed get theirs now.
+    from app.metrics import lod
+
+    connection = op.get_bind()
+    series = connection.execute(sa.text("SELECT run_id, key_id FROM run_series")).all()
+    for run_id, key_id in series:
+        lod.rebuild(connection, run_id, key_id)
+
+
+def downgrade() -> None:
+    op.drop_table("metric_lod")
