@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection
 
+from app.metrics import pgcopy
 from app.metrics.points import Points, raw_points
 
 BASE_WIDTH = 16
@@ -197,41 +198,45 @@ def _read_level(
 def _write_level(connection: Connection, run_id: int, level: int, summary: Buckets) -> None:
     if not len(summary.keys):
         return
-    blob: Any = bytes if connection.dialect.name == "sqlite" else memoryview
+    columns = ("run_id", "key_id", "level", "bucket", "n_points", "points")
     rows = zip(
         [run_id] * len(summary.keys),
         summary.keys.tolist(),
         [level] * len(summary.keys),
         summary.buckets.tolist(),
         summary.counts.tolist(),
-        map(blob, summary.blobs),
+        summary.blobs,
         strict=True,
     )
     cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        cursor.executemany(
-            _sql(
-                connection,
+        if connection.dialect.name == "sqlite":
+            cursor.executemany(
                 "INSERT INTO metric_lod (run_id, key_id, level, bucket, n_points, points) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, key_id, level, bucket) "
                 "DO UPDATE SET n_points = excluded.n_points, points = excluded.points",
-            ),
-            list(rows),
-        )
+                rows,
+            )
+        else:
+            types = ("int4", "int4", "int2", "int8", "int8", "bytea")
+            pgcopy.upsert_via_temp(
+                cursor,
+                "metric_lod",
+                columns,
+                columns[:4],
+                lambda table: pgcopy.copy_rows(cursor, table, columns, types, rows),
+            )
     finally:
         cursor.close()
 
 
-def update(
-    connection: Connection, run_id: int, batch: Points, previous_last: dict[int, int]
-) -> None:
+def update(connection: Connection, run_id: int, batch: Points, boundary: np.ndarray) -> None:
     """Rebuild every bucket, at every level, that the batch's points fall in. Call after
-    the points are stored, in the same transaction. previous_last: each key's last step
-    before this write (keys new to the run absent)."""
+    the points are stored, in the same transaction. boundary: per point, its key's last
+    step before this write (-1 for a key new to the run)."""
     if not len(batch):
         return
     # Buckets wholly after a key's previous last step hold only this batch's points.
-    boundary = np.array([previous_last.get(k, -1) for k in batch.keys.tolist()], np.int64)
     boundary_bucket = np.where(boundary < 0, -1, boundary // BASE_WIDTH)
     fresh = batch.steps // BASE_WIDTH > boundary_bucket
     parts = [summarize(batch.take(np.flatnonzero(fresh)), BASE_WIDTH)]
@@ -282,7 +287,8 @@ def rebuild(connection: Connection, run_id: int, key_id: int) -> None:
         "WHERE run_id = ? AND key_id = ? ORDER BY step",
         [run_id, key_id],
     )
-    update(connection, run_id, raw_points(rows), {})
+    points = raw_points(rows)
+    update(connection, run_id, points, np.full(len(points), -1, np.int64))
 
 
 # -- reading ------------------------------------------------------------------------------

@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-from sqlalchemy import case, func, select, update
+from sqlalchemy import Connection, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.db import Database
 from app.events import EventKind, publish
 from app.jsonutil import encode_float
-from app.metrics import lod
+from app.metrics import lod, pgcopy
 from app.metrics.points import Points, apply_nonfinite, nonfinite_flags
 from app.models import MetricKey, Run, RunSeries, Sample
 from app.models.base import now
@@ -28,6 +28,8 @@ from app.models.base import now
 # Above this many points a batch's event carries only per-key step ranges; viewers then
 # fetch the range over REST instead of receiving megabytes through the live stream.
 EVENT_INLINE_POINTS = 5_000
+# PostgreSQL advisory lock class of a run's metric writes (the run id is the other half).
+WRITE_LOCK_CLASS = 15_0003
 
 @dataclass(frozen=True, slots=True)
 class MetricRow:
@@ -174,14 +176,22 @@ class MetricStore:
             return WriteResult(0, None, None)
         batch = to_points(rows, key_ids, now())
         connection = session.connection()
+        if connection.dialect.name != "sqlite":
+            # One writer per run at a time (SQLite has one writer anyway): the summary's
+            # buckets are rebuilt from what the transaction reads, and an append that
+            # COPYs must not meet a concurrent write of the same steps.
+            connection.exec_driver_sql(
+                "SELECT pg_advisory_xact_lock(%s, %s)", (WRITE_LOCK_CLASS, run_id)
+            )
         previous_last: dict[int, int] = {
             key_id: last_step
             for key_id, last_step in session.execute(
                 select(RunSeries.key_id, RunSeries.last_step).where(RunSeries.run_id == run_id)
             )
         }
-        self._upsert_points(session, run_id, batch)
-        lod.update(connection, run_id, batch, previous_last)
+        previous = np.array([previous_last.get(k, -1) for k in batch.keys.tolist()], np.int64)
+        self._upsert_points(session, run_id, batch, bool((batch.steps > previous).all()))
+        lod.update(connection, run_id, batch, previous)
         summaries = _summaries(batch)
         self._update_series(session, run_id, summaries)
         first_step = min(summary.first for summary in summaries.values())
@@ -197,7 +207,13 @@ class MetricStore:
         publish(session, run_id, EventKind.points, payload)
         return WriteResult(len(batch), first_step, last_step)
 
-    def _upsert_points(self, session: Session, run_id: int, batch: Points) -> None:
+    def _upsert_points(
+        self, session: Session, run_id: int, batch: Points, appending: bool
+    ) -> None:
+        connection = session.connection()
+        if connection.dialect.name != "sqlite":
+            self._copy_points(connection, run_id, batch, appending)
+            return
         flags = nonfinite_flags(batch.values)
         values: list[float | None] = batch.values.tolist()
         for index in np.flatnonzero(flags).tolist():
@@ -210,33 +226,46 @@ class MetricStore:
             flags.tolist(),
             batch.times.tolist(),
         )
-        connection = session.connection()
-        if connection.dialect.name == "sqlite":
-            # Straight to the driver: building SQLAlchemy parameter dicts for hundreds of
-            # thousands of rows costs more than SQLite's insert itself.
-            cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            try:
-                cursor.executemany(
-                    "INSERT INTO metrics (run_id, key_id, step, value, nonfinite, wall_time) "
-                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, key_id, step) DO UPDATE SET "
-                    "value = excluded.value, nonfinite = excluded.nonfinite, "
-                    "wall_time = excluded.wall_time",
-                    zip(*columns, strict=True),
+        # Straight to the driver: building SQLAlchemy parameter dicts for hundreds of
+        # thousands of rows costs more than SQLite's insert itself.
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(
+                "INSERT INTO metrics (run_id, key_id, step, value, nonfinite, wall_time) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, key_id, step) DO UPDATE SET "
+                "value = excluded.value, nonfinite = excluded.nonfinite, "
+                "wall_time = excluded.wall_time",
+                zip(*columns, strict=True),
+            )
+        finally:
+            cursor.close()
+
+    def _copy_points(
+        self, connection: Connection, run_id: int, batch: Points, appending: bool
+    ) -> None:
+        # PostgreSQL: binary COPY; straight into the table when every point is new.
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        data = pgcopy.metrics_copy_data(run_id, batch)
+
+        def fill(table: str) -> None:
+            with cursor.copy(
+                f"COPY {table} ({pgcopy.METRIC_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+            ) as copy:
+                copy.write(data)
+
+        try:
+            if appending:
+                fill("metrics")
+            else:
+                pgcopy.upsert_via_temp(
+                    cursor,
+                    "metrics",
+                    pgcopy.METRIC_COLUMNS.split(", "),
+                    ("run_id", "key_id", "step"),
+                    fill,
                 )
-            finally:
-                cursor.close()
-            return
-        # PostgreSQL: one statement over arrays, instead of a round trip per row (the
-        # batch holds each (key, step) once, as one statement may not update a row twice).
-        connection.exec_driver_sql(
-            "INSERT INTO metrics (run_id, key_id, step, value, nonfinite, wall_time) "
-            "SELECT * FROM unnest(%s::integer[], %s::integer[], %s::bigint[], "
-            "%s::double precision[], %s::smallint[], %s::double precision[]) "
-            "ON CONFLICT (run_id, key_id, step) DO UPDATE SET "
-            "value = excluded.value, nonfinite = excluded.nonfinite, "
-            "wall_time = excluded.wall_time",
-            columns,
-        )
+        finally:
+            cursor.close()
 
     def _update_series(
         self, session: Session, run_id: int, summaries: dict[int, _KeySummary]
