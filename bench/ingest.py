@@ -170,21 +170,22 @@ def _reset_postgres(url: str) -> None:
 def measure(rows: list[dict[str, Any]], repeats: int, postgres_url: str | None) -> None:
     results: dict[str, list[float]] = {}
 
-    def record(name: str, action: Callable[[], float]) -> None:
-        results.setdefault(name, []).append(action())
+    def record(name: str, action: Callable[..., float], *args: Any) -> None:
+        results.setdefault(name, []).append(action(*args))
 
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as tmp_name:
             tmp = Path(tmp_name)
-            record("sqlite raw executemany", lambda: raw_sqlite(rows, tmp))
+            record("sqlite raw executemany", raw_sqlite, rows, tmp)
             with live_server(f"sqlite:///{tmp}/trainlens.db", tmp / "data") as url:
-                record("sqlite REST bulk", lambda: rest(rows, url))
+                record("sqlite REST bulk", rest, rows, url)
             if postgres_url:
                 _reset_postgres(postgres_url)
-                record("postgresql raw COPY", lambda: raw_copy(rows, postgres_url))
+                record("postgresql raw COPY", raw_copy, rows, postgres_url)
                 with live_server(postgres_url, tmp / "data-pg") as url:
-                    record("postgresql REST bulk", lambda: rest(rows, url))
-    print(f"{len(rows):,} rows x {len(KEYS)} keys, {REQUEST_ROWS:,}-row requests, {repeats} repeats")
+                    record("postgresql REST bulk", rest, rows, url)
+    print(f"{len(rows):,} rows x {len(KEYS)} keys, {REQUEST_ROWS:,}-row requests, ", end="")
+    print(f"{repeats} repeats, interleaved")
     print(f"{'path':28} {'values/s (median)':>18}")
     medians = {name: statistics.median(values) for name, values in results.items()}
     for name, value in medians.items():

@@ -10,9 +10,11 @@ the bad input. Bodies whose numbers are Python's JSON extensions NaN / Infinity 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import msgspec
+import numpy as np
 from pydantic import ValidationError
 
 from app.errors import AppError, invalid, invalid_fields, quoted, validation_detail
@@ -35,6 +37,12 @@ def decode_rows(body: bytes, max_rows: int) -> list[WireRow]:
         raise _precise(_lenient_json(body), error) from None
     if len(rows) > max_rows:
         raise invalid("rows", f"at most {max_rows} rows per request, got {len(rows)}")
+    # msgspec reads a number beyond float64's range as an infinity.
+    times = np.array([math.nan if row.time is None else row.time for row in rows])
+    bad_times = np.flatnonzero(np.isinf(times))
+    if len(bad_times):
+        index = int(bad_times[0])
+        raise invalid(f"rows[{index}].time", f"must be a finite number, got {rows[index].time}")
     problems = []
     for name in sorted(metric_names(rows)):
         try:
