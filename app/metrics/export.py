@@ -4,10 +4,10 @@ Everything here reads in keyset pages (`step > last ORDER BY step LIMIT n`), eac
 its own short read transaction, and writes each page out before reading the next, so
 memory stays flat for a run of any length and no long read holds the database.
 
-Numbers are written in Python's shortest round-trip form (repr), so a value read back
-from a CSV is bit-for-bit the stored one; non-finite values as NaN / Infinity /
--Infinity (which float() and pandas read back), an empty cell where a wide row's key has
-no point.
+Numbers are written in their shortest round-trip form (orjson formats a whole column in
+C), so a value read back from a CSV is bit-for-bit the stored one; non-finite values as
+NaN / Infinity / -Infinity (which float() and pandas read back), an empty cell where a
+wide row's key has no point.
 """
 
 from __future__ import annotations
@@ -16,15 +16,17 @@ import csv
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from app.db import Database
 from app.jsonutil import encode_float
-from app.metrics.lod import read_rows
+from app.metrics.lod import read_page
 from app.metrics.points import Points
 from app.metrics.store import MetricStore
 
@@ -43,11 +45,26 @@ def csv_text_cell(text: str) -> str:
     return buffer.getvalue()
 
 
-def _number_cells(values: np.ndarray) -> list[str]:
-    cells = [repr(value) for value in values.tolist()]
+def _cells(column: np.ndarray) -> list[bytes]:
+    """A numeric column as CSV cells, shortest round-trip form."""
+    if not len(column):
+        return []
+    return orjson.dumps(column, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",")
+
+
+def _value_cells(values: np.ndarray, present: np.ndarray | None = None) -> list[bytes]:
+    """Values as cells: NaN / Infinity / -Infinity spelled out, empty where not present."""
+    cells = _cells(values)
     for index in np.flatnonzero(~np.isfinite(values)).tolist():
-        cells[index] = str(encode_float(float(values[index])))
+        cells[index] = str(encode_float(float(values[index]))).encode()
+    if present is not None:
+        for index in np.flatnonzero(~present).tolist():
+            cells[index] = b""
     return cells
+
+
+def _lines(columns: list[Any]) -> bytes:
+    return b"\n".join(map(b",".join, zip(*columns, strict=False))) + b"\n"
 
 
 def series_keys(
@@ -64,7 +81,7 @@ def _key_page(
     db: Database, run_id: int, key_id: int, start: int, end: int | None, limit: int
 ) -> Points:
     with db.session() as session:
-        return read_rows(session.connection(), run_id, key_id, start, end, limit)
+        return read_page(session.connection(), run_id, key_id, start, end, limit)
 
 
 def long_pages(
@@ -81,16 +98,13 @@ def long_pages(
             start = int(page.steps[-1]) + 1
 
 
-def csv_long(db: Database, run_id: int, key_ids: dict[str, int]) -> Iterator[str]:
+def csv_long(db: Database, run_id: int, key_ids: dict[str, int]) -> Iterator[bytes]:
     """key,step,value,wall_time: one line per point, keys in name order, steps ascending."""
-    yield "key,step,value,wall_time\n"
+    yield b"key,step,value,wall_time\n"
     for name, page in long_pages(db, run_id, key_ids):
-        cell = csv_text_cell(name)
-        yield "".join(
-            f"{cell},{step},{value},{wall_time!r}\n"
-            for step, value, wall_time in zip(
-                page.steps.tolist(), _number_cells(page.values), page.times.tolist(), strict=True
-            )
+        cell = csv_text_cell(name).encode()
+        yield _lines(
+            [repeat(cell), _cells(page.steps), _value_cells(page.values), _cells(page.times)]
         )
 
 
@@ -117,9 +131,7 @@ def wide_page(
     # A key that filled its page may have more points after its last one: the page may
     # not go beyond the earliest such last step, or rows would be missing that key.
     cut = min((int(page.steps[-1]) for page in full), default=None)
-    steps = np.unique(
-        np.concatenate([page.steps for page in pages.values()] or [np.empty(0, np.int64)])
-    )
+    steps = _union([page.steps for page in pages.values()])
     if cut is not None:
         steps = steps[steps <= cut]
     more = cut is not None
@@ -141,6 +153,16 @@ def wide_page(
     return WidePage(steps, wall_times, values, present, next_start)
 
 
+def _union(step_arrays: list[np.ndarray]) -> np.ndarray:
+    """Sorted distinct steps of several sorted arrays."""
+    if len(step_arrays) == 1:
+        return step_arrays[0]
+    merged = np.sort(np.concatenate(step_arrays or [np.empty(0, np.int64)]), kind="stable")
+    if not len(merged):
+        return merged
+    return merged[np.append(True, merged[1:] != merged[:-1])]
+
+
 def wide_pages(
     db: Database, run_id: int, key_ids: dict[str, int], rows_per_page: int
 ) -> Iterator[WidePage]:
@@ -156,20 +178,13 @@ def _wide_rows_per_page(key_count: int) -> int:
     return max(1_000, PAGE_POINTS // max(1, key_count))
 
 
-def csv_wide(db: Database, run_id: int, key_ids: dict[str, int]) -> Iterator[str]:
+def csv_wide(db: Database, run_id: int, key_ids: dict[str, int]) -> Iterator[bytes]:
     """step,wall_time,<key>...: one line per step, an empty cell where a key has no point."""
-    yield ",".join(["step", "wall_time", *map(csv_text_cell, key_ids)]) + "\n"
+    yield (",".join(["step", "wall_time", *map(csv_text_cell, key_ids)]) + "\n").encode()
     for page in wide_pages(db, run_id, key_ids, _wide_rows_per_page(len(key_ids))):
-        columns: list[Iterator[str]] = [
-            map(str, page.steps.tolist()),
-            map(repr, page.wall_times.tolist()),
-        ]
-        for name in key_ids:
-            cells = _number_cells(page.values[name])
-            for index in np.flatnonzero(~page.present[name]).tolist():
-                cells[index] = ""
-            columns.append(iter(cells))
-        yield "".join(",".join(row) + "\n" for row in zip(*columns, strict=True))
+        columns = [_cells(page.steps), _cells(page.wall_times)]
+        columns += [_value_cells(page.values[name], page.present[name]) for name in key_ids]
+        yield _lines(columns)
 
 
 class _Chunks:

@@ -31,7 +31,7 @@ import numpy as np
 from sqlalchemy import Connection
 
 from app.metrics import pgcopy
-from app.metrics.points import Points, raw_points
+from app.metrics.points import Points, apply_nonfinite, raw_points
 
 BASE_WIDTH = 16
 FANOUT = 8
@@ -339,6 +339,39 @@ def read_view(
         raw = read_rows(connection, run_id, key_id, lo, hi)
         return View(raw, len(raw), True)
     return View(Points.concat([head, middle, tail]), total, False)
+
+
+def read_page(
+    connection: Connection, run_id: int, key_id: int, lo: int, hi: int | None, limit: int
+) -> Points:
+    """Like read_rows, for long reads (exports): three columns instead of five cross
+    from the driver into Python, the rare non-finite flags come from a second query."""
+    sql = (
+        "SELECT step, value, wall_time FROM metrics "
+        "WHERE run_id = ? AND key_id = ? AND step >= ?"
+    )
+    params: list[int] = [run_id, key_id, lo]
+    if hi is not None:
+        sql += " AND step <= ?"
+        params.append(hi)
+    rows = _cursor_rows(connection, sql + " ORDER BY step LIMIT ?", [*params, limit])
+    if not rows:
+        return Points.empty()
+    table = np.array(rows, dtype=np.float64)
+    steps = table[:, 0].astype(np.int64)
+    values = table[:, 1].copy()
+    flagged = _cursor_rows(
+        connection,
+        "SELECT step, nonfinite FROM metrics WHERE run_id = ? AND key_id = ? "
+        "AND step BETWEEN ? AND ? AND nonfinite <> 0",
+        [run_id, key_id, int(steps[0]), int(steps[-1])],
+    )
+    if flagged:
+        special = np.array(flagged, np.int64)
+        at = np.searchsorted(steps, special[:, 0])
+        values[at] = apply_nonfinite(np.full(len(at), np.nan), special[:, 1])
+    ones = np.ones(len(steps), np.int64)
+    return Points(ones * key_id, steps, values, table[:, 2].copy(), ones)
 
 
 def read_rows(

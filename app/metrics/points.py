@@ -73,6 +73,7 @@ def raw_points(rows: Sequence[tuple[int, int, float | None, int, float]]) -> Poi
     """Stored rows (key_id, step, value, nonfinite, wall_time) to points."""
     if not rows:
         return Points.empty()
+    # One C-level conversion of the whole table; a NULL value (non-finite) becomes NaN.
     table = np.array(rows, dtype=np.float64)
     values = apply_nonfinite(table[:, 2].copy(), table[:, 3])
     keys = table[:, 0].astype(np.int64)

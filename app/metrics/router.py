@@ -125,7 +125,7 @@ def export_metrics_csv(
     """Every point of the run at full resolution. long: key,step,value,wall_time, a
     line per point; wide: step,wall_time,<key>..., a line per step."""
     key_ids = _export_keys(session, db, store, run_id, keys)
-    lines: Iterator[str] = (
+    lines: Iterator[bytes] = (
         export.csv_long(db, run_id, key_ids)
         if layout == Layout.long
         else export.csv_wide(db, run_id, key_ids)
