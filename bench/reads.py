@@ -56,7 +56,10 @@ def build(url: str, points: int) -> int:
         hi = min(points, lo + 100_000)
         store.write(
             run_id,
-            [MetricRow(step, {"train/loss": float(values[step])}, 1.7e9 + step) for step in range(lo, hi)],
+            [
+                MetricRow(step, {"train/loss": float(values[step])}, 1.7e9 + step)
+                for step in range(lo, hi)
+            ],
         )
     db.dispose()
     return run_id
@@ -67,7 +70,9 @@ def _client(data_dir: str, url: str) -> Any:
 
     from app.main import create_app
 
-    settings = Settings(data_dir=Path(data_dir), database_url=url, embedded_worker=False, rules_enabled=False)
+    settings = Settings(
+        data_dir=Path(data_dir), database_url=url, embedded_worker=False, rules_enabled=False
+    )
     return TestClient(create_app(settings))
 
 
@@ -167,13 +172,19 @@ def main() -> None:
                     spikes_ok &= kept_zoom == wanted_zoom
                 times.append(ms)
         times.sort()
-        print(f"warm (60 queries, full range and random zooms): p50 {statistics.median(times):.1f} ms, "
-              f"p95 {times[int(len(times) * 0.95) - 1]:.1f} ms; every spike in range kept: {spikes_ok}")
+        p50, p95 = statistics.median(times), times[int(len(times) * 0.95) - 1]
+        print(
+            f"warm (60 queries, full range and random zooms): p50 {p50:.1f} ms, "
+            f"p95 {p95:.1f} ms; every spike in range kept: {spikes_ok}"
+        )
 
         print(f"{'export':14} {'seconds':>8} {'MB':>7} {'peak RSS growth MB':>19}")
         for name in EXPORTS:
             result = _fresh("--probe", "export", tmp, url, str(run_id), *name.split())
-            print(f"{name:14} {result['seconds']:>8.2f} {result['mb']:>7.1f} {result['rss_growth_mb']:>19.1f}")
+            print(
+                f"{name:14} {result['seconds']:>8.2f} {result['mb']:>7.1f} "
+                f"{result['rss_growth_mb']:>19.1f}"
+            )
 
 
 if __name__ == "__main__":
