@@ -1,4 +1,4 @@
-"""level-of-detail summary of metric series
+"""level-of-detail summary of metric series; metric points without foreign keys
 
 Revision ID: 0003
 Revises: 0001
@@ -17,6 +17,12 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    # Per-row foreign-key triggers cost PostgreSQL several times the insert itself; the
+    # write path locks the run once per batch instead, and deleting a run deletes its
+    # points (app.metrics.store.delete_run_points).
+    with op.batch_alter_table("metrics", schema=None) as batch_op:
+        batch_op.drop_constraint("fk_metrics_key_id_metric_keys", type_="foreignkey")
+        batch_op.drop_constraint("fk_metrics_run_id_runs", type_="foreignkey")
     op.create_table(
         "metric_lod",
         sa.Column("run_id", sa.Integer(), nullable=False),
@@ -25,12 +31,6 @@ def upgrade() -> None:
         sa.Column("bucket", sa.BigInteger(), autoincrement=False, nullable=False),
         sa.Column("n_points", sa.BigInteger(), nullable=False),
         sa.Column("points", sa.LargeBinary(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["key_id"], ["metric_keys.id"], name=op.f("fk_metric_lod_key_id_metric_keys")
-        ),
-        sa.ForeignKeyConstraint(
-            ["run_id"], ["runs.id"], name=op.f("fk_metric_lod_run_id_runs"), ondelete="CASCADE"
-        ),
         sa.PrimaryKeyConstraint("run_id", "key_id", "level", "bucket", name=op.f("pk_metric_lod")),
         sqlite_with_rowid=False,
     )
@@ -45,3 +45,11 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("metric_lod")
+    op.execute("DELETE FROM metrics WHERE run_id NOT IN (SELECT id FROM runs)")
+    with op.batch_alter_table("metrics", schema=None) as batch_op:
+        batch_op.create_foreign_key(
+            "fk_metrics_run_id_runs", "runs", ["run_id"], ["id"], ondelete="CASCADE"
+        )
+        batch_op.create_foreign_key(
+            "fk_metrics_key_id_metric_keys", "metric_keys", ["key_id"], ["id"]
+        )

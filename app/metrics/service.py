@@ -14,7 +14,7 @@ from app.metrics.downsample import Method, downsample_indices
 from app.metrics.ingest import decode_rows
 from app.metrics.points import Points
 from app.metrics.schemas import IngestResponse
-from app.metrics.store import MetricStore, metric_names
+from app.metrics.store import MetricStore, RunGone, metric_names
 from app.models import Run, RunSource, RunStatus
 from app.models.base import now
 
@@ -31,7 +31,10 @@ def ingest(store: MetricStore, run_id: int, body: bytes, max_rows: int) -> Inges
         run = session.get(Run, run_id)
         if run is None:  # deleted meanwhile
             raise not_found("run", run_id)
-        result = store.write_rows(session, run_id, rows, key_ids)
+        try:
+            result = store.write_rows(session, run_id, rows, key_ids)
+        except RunGone:
+            raise not_found("run", run_id) from None
         if run.source == RunSource.external and run.status == RunStatus.running:
             # For a script-fed run, arriving data is its sign of life.
             run.heartbeat_at = now()

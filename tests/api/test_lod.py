@@ -4,14 +4,19 @@ however the points arrived: out of order, rewritten, in many small batches."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import httpx
 import numpy as np
+import pytest
 from sqlalchemy import text
 
+from app.config import Settings
 from app.db import Database
 from app.metrics import lod
-from app.metrics.store import MetricRow, MetricStore
+from app.metrics.store import MetricRow, MetricStore, RunGone
 from app.models import Run
+from tests.api.helpers import create_external_run, ingest
 
 
 def _new_run(db: Database) -> int:
@@ -146,4 +151,56 @@ def test_a_view_from_the_summary_keeps_every_extreme(database_url: str) -> None:
                 assert spike in view.points.steps.tolist()
         if not view.exact:
             assert len(view.points) < 10 * lod.ROWS_PER_POINT * max_points
+    db.dispose()
+
+
+def test_deleting_a_run_takes_its_points_and_summary(
+    client: httpx.Client, settings: Settings
+) -> None:
+    run_id = create_external_run(client)
+    rows = [{"step": s, "metrics": {"x": s}} for s in range(100)]
+    assert ingest(client, run_id, rows).status_code == 200
+    assert client.delete(f"/api/runs/{run_id}").status_code in (200, 204)
+    db = Database(settings.resolved_database_url)
+    with db.session() as session:
+        for table in ("metrics", "metric_lod"):
+            count = session.scalar(text(f"SELECT count(*) FROM {table} WHERE run_id = {run_id}"))
+            assert count == 0, table
+    db.dispose()
+    # Points for a run that is gone are refused, never stored as orphans.
+    store = MetricStore(Database(settings.resolved_database_url))
+    with pytest.raises(RunGone):
+        store.write(run_id, [MetricRow(1, {"x": 1.0})])
+    assert ingest(client, run_id, [{"step": 1, "metrics": {"x": 1}}]).status_code == 404
+    store.db.dispose()
+
+
+def test_migration_builds_the_summary_of_existing_points(tmp_path: Path) -> None:
+    """Points stored before revision 0003 get their summary when it is applied."""
+    from alembic import command
+
+    from app.migrations import alembic_config
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    command.upgrade(alembic_config(url), "0001")
+    db = Database(url)
+    with db.session(write=True) as session:
+        session.execute(
+            text(
+                "INSERT INTO runs (id, name, source, status, config, attempt, created_at) "
+                "VALUES (1, 'old', 'external', 'completed', '{}', 0, 0)"
+            )
+        )
+        session.execute(text("INSERT INTO metric_keys (id, name) VALUES (1, 'loss')"))
+        session.execute(
+            text("INSERT INTO metrics VALUES (1, 1, :step, :value, 0, 0.0)"),
+            [{"step": s, "value": float((s * 37) % 101)} for s in range(2000)],
+        )
+        session.execute(
+            text("INSERT INTO run_series VALUES (1, 1, 0, 1999, 0.0, 0, 0.0)")
+        )
+    db.dispose()
+    command.upgrade(alembic_config(url), "head")
+    db = Database(url)
+    assert _check_summary(db, 1, 1) > 100
     db.dispose()
