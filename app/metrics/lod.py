@@ -31,7 +31,7 @@ import numpy as np
 from sqlalchemy import Connection
 
 from app.metrics import pgcopy
-from app.metrics.points import Points, apply_nonfinite, raw_points
+from app.metrics.points import Points, apply_nonfinite, float_table, raw_points
 
 BASE_WIDTH = 16
 FANOUT = 8
@@ -166,7 +166,7 @@ def _read_raw(connection: Connection, run_id: int, ranges: list[tuple[int, int, 
         rows = _cursor_rows(
             connection,
             f"WITH wanted(key_id, lo, hi) AS (VALUES {wanted}) "
-            "SELECT m.key_id, m.step, m.value, m.nonfinite, m.wall_time "
+            "SELECT m.key_id, m.step, coalesce(m.value, 0.0), m.nonfinite, m.wall_time "
             "FROM wanted JOIN metrics m ON m.run_id = ? AND m.key_id = wanted.key_id "
             "AND m.step BETWEEN wanted.lo AND wanted.hi ORDER BY m.key_id, m.step",
             [*params, run_id],
@@ -283,7 +283,7 @@ def rebuild(connection: Connection, run_id: int, key_id: int) -> None:
     summary existed)."""
     rows = _cursor_rows(
         connection,
-        "SELECT key_id, step, value, nonfinite, wall_time FROM metrics "
+        "SELECT key_id, step, coalesce(value, 0.0), nonfinite, wall_time FROM metrics "
         "WHERE run_id = ? AND key_id = ? ORDER BY step",
         [run_id, key_id],
     )
@@ -347,7 +347,7 @@ def read_page(
     """Like read_rows, for long reads (exports): three columns instead of five cross
     from the driver into Python, the rare non-finite flags come from a second query."""
     sql = (
-        "SELECT step, value, wall_time FROM metrics "
+        "SELECT step, coalesce(value, 0.0), wall_time FROM metrics "
         "WHERE run_id = ? AND key_id = ? AND step >= ?"
     )
     params: list[int] = [run_id, key_id, lo]
@@ -357,7 +357,7 @@ def read_page(
     rows = _cursor_rows(connection, sql + " ORDER BY step LIMIT ?", [*params, limit])
     if not rows:
         return Points.empty()
-    table = np.array(rows, dtype=np.float64)
+    table = float_table(rows, 3)
     steps = table[:, 0].astype(np.int64)
     values = table[:, 1].copy()
     flagged = _cursor_rows(
@@ -386,7 +386,7 @@ def read_rows(
     if hi is not None and hi < lo:
         return Points.empty()
     sql = (
-        "SELECT key_id, step, value, nonfinite, wall_time FROM metrics "
+        "SELECT key_id, step, coalesce(value, 0.0), nonfinite, wall_time FROM metrics "
         "WHERE run_id = ? AND key_id = ? AND step >= ?"
     )
     params: list[int] = [run_id, key_id, lo]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 
@@ -69,12 +70,19 @@ class Points:
         return cls(*(np.concatenate([getattr(part, name) for part in parts]) for name in fields))
 
 
-def raw_points(rows: Sequence[tuple[int, int, float | None, int, float]]) -> Points:
-    """Stored rows (key_id, step, value, nonfinite, wall_time) to points."""
+def float_table(rows: Sequence[Sequence[float]], width: int) -> np.ndarray:
+    """Rows of numbers (no NULLs: select coalesce(value, 0.0)) as a float64 table;
+    fromiter over the flattened rows is several times faster than np.array(rows)."""
+    flat = np.fromiter(chain.from_iterable(rows), np.float64, len(rows) * width)
+    return flat.reshape(len(rows), width)
+
+
+def raw_points(rows: Sequence[tuple[int, int, float, int, float]]) -> Points:
+    """Stored rows (key_id, step, value, nonfinite, wall_time) to points; the value of a
+    non-finite point (NULL, read as 0.0) comes from its flag."""
     if not rows:
         return Points.empty()
-    # One C-level conversion of the whole table; a NULL value (non-finite) becomes NaN.
-    table = np.array(rows, dtype=np.float64)
+    table = float_table(rows, 5)
     values = apply_nonfinite(table[:, 2].copy(), table[:, 3])
     keys = table[:, 0].astype(np.int64)
     return Points(
