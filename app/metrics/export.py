@@ -26,8 +26,7 @@ import pyarrow.parquet as pq
 
 from app.db import Database
 from app.jsonutil import encode_float
-from app.metrics.lod import read_page
-from app.metrics.points import Points
+from app.metrics.points import Points, read_page
 from app.metrics.store import MetricStore
 
 PAGE_POINTS = 100_000

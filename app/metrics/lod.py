@@ -25,13 +25,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from sqlalchemy import Connection
 
 from app.metrics import pgcopy
-from app.metrics.points import Points, apply_nonfinite, float_table, raw_points
+from app.metrics.points import Points, cursor_rows, raw_points, read_rows
 
 BASE_WIDTH = 16
 FANOUT = 8
@@ -123,20 +122,6 @@ def unpack(rows: Sequence[tuple[int, int, bytes]]) -> Points:
 # -- database access --------------------------------------------------------------------
 
 
-def _sql(connection: Connection, sql: str) -> str:
-    return sql if connection.dialect.name == "sqlite" else sql.replace("?", "%s")
-
-
-def _cursor_rows(connection: Connection, sql: str, params: Sequence[Any]) -> list[Any]:
-    # Straight through the driver: these reads run inside every write.
-    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.execute(_sql(connection, sql), tuple(params))
-        return list(cursor.fetchall())
-    finally:
-        cursor.close()
-
-
 def _ranges(keys: np.ndarray, buckets: np.ndarray) -> list[tuple[int, int, int]]:
     """(key, first bucket, last bucket) runs of consecutive buckets, for sorted input."""
     if len(keys) == 0:
@@ -163,7 +148,7 @@ def _read_raw(connection: Connection, run_id: int, ranges: list[tuple[int, int, 
         params: list[int] = []
         for key_id, first, last in chunk:
             params += [key_id, first * BASE_WIDTH, (last + 1) * BASE_WIDTH - 1]
-        rows = _cursor_rows(
+        rows = cursor_rows(
             connection,
             f"WITH wanted(key_id, lo, hi) AS (VALUES {wanted}) "
             "SELECT m.key_id, m.step, coalesce(m.value, 0.0), m.nonfinite, m.wall_time "
@@ -183,7 +168,7 @@ def _read_level(
         chunk = ranges[lo : lo + _RANGES_PER_STATEMENT]
         wanted = ",".join(["(?, ?, ?)"] * len(chunk))
         params = [value for item in chunk for value in item]
-        rows = _cursor_rows(
+        rows = cursor_rows(
             connection,
             f"WITH wanted(key_id, lo, hi) AS (VALUES {wanted}) "
             "SELECT l.key_id, l.n_points, l.points FROM wanted JOIN metric_lod l "
@@ -281,7 +266,7 @@ def _merge(parts: list[Buckets]) -> Buckets:
 def rebuild(connection: Connection, run_id: int, key_id: int) -> None:
     """Build a series' whole summary from its stored points (for data written before the
     summary existed)."""
-    rows = _cursor_rows(
+    rows = cursor_rows(
         connection,
         "SELECT key_id, step, coalesce(value, 0.0), nonfinite, wall_time FROM metrics "
         "WHERE run_id = ? AND key_id = ? ORDER BY step",
@@ -339,62 +324,3 @@ def read_view(
         raw = read_rows(connection, run_id, key_id, lo, hi)
         return View(raw, len(raw), True)
     return View(Points.concat([head, middle, tail]), total, False)
-
-
-def read_page(
-    connection: Connection, run_id: int, key_id: int, lo: int, hi: int | None, limit: int
-) -> Points:
-    """Like read_rows, for long reads (exports): three columns instead of five cross
-    from the driver into Python, the rare non-finite flags come from a second query."""
-    sql = (
-        "SELECT step, coalesce(value, 0.0), wall_time FROM metrics "
-        "WHERE run_id = ? AND key_id = ? AND step >= ?"
-    )
-    params: list[int] = [run_id, key_id, lo]
-    if hi is not None:
-        sql += " AND step <= ?"
-        params.append(hi)
-    rows = _cursor_rows(connection, sql + " ORDER BY step LIMIT ?", [*params, limit])
-    if not rows:
-        return Points.empty()
-    table = float_table(rows, 3)
-    steps = table[:, 0].astype(np.int64)
-    values = table[:, 1].copy()
-    flagged = _cursor_rows(
-        connection,
-        "SELECT step, nonfinite FROM metrics WHERE run_id = ? AND key_id = ? "
-        "AND step BETWEEN ? AND ? AND nonfinite <> 0",
-        [run_id, key_id, int(steps[0]), int(steps[-1])],
-    )
-    if flagged:
-        special = np.array(flagged, np.int64)
-        at = np.searchsorted(steps, special[:, 0])
-        values[at] = apply_nonfinite(np.full(len(at), np.nan), special[:, 1])
-    ones = np.ones(len(steps), np.int64)
-    return Points(ones * key_id, steps, values, table[:, 2].copy(), ones)
-
-
-def read_rows(
-    connection: Connection,
-    run_id: int,
-    key_id: int,
-    lo: int,
-    hi: int | None = None,
-    limit: int | None = None,
-) -> Points:
-    """Raw points of a series with lo <= step (<= hi), in step order, at most limit."""
-    if hi is not None and hi < lo:
-        return Points.empty()
-    sql = (
-        "SELECT key_id, step, coalesce(value, 0.0), nonfinite, wall_time FROM metrics "
-        "WHERE run_id = ? AND key_id = ? AND step >= ?"
-    )
-    params: list[int] = [run_id, key_id, lo]
-    if hi is not None:
-        sql += " AND step <= ?"
-        params.append(hi)
-    sql += " ORDER BY step"
-    if limit is not None:
-        sql += " LIMIT ?"
-        params.append(limit)
-    return raw_points(_cursor_rows(connection, sql, params))

@@ -14,6 +14,7 @@ from sqlalchemy import text
 from app.config import Settings
 from app.db import Database
 from app.metrics import lod
+from app.metrics.points import read_rows
 from app.metrics.store import MetricRow, MetricStore, RunGone
 from app.models import Run
 from tests.api.helpers import create_external_run, ingest
@@ -29,7 +30,7 @@ def _new_run(db: Database) -> int:
 
 def _raw(db: Database, run_id: int, key_id: int) -> tuple[np.ndarray, np.ndarray]:
     with db.session() as session:
-        points = lod.read_rows(session.connection(), run_id, key_id, 0)
+        points = read_rows(session.connection(), run_id, key_id, 0)
     return points.steps, points.values
 
 
