@@ -108,20 +108,33 @@ def cursor_rows(connection: Connection, sql: str, params: Sequence[Any]) -> list
         cursor.close()
 
 
+def _range_rows(
+    connection: Connection,
+    columns: str,
+    series: tuple[int, int, int, int | None],
+    limit: int | None,
+) -> list[Any]:
+    """Rows of one series (run_id, key_id, lo, hi or None) in step order."""
+    run_id, key_id, lo, hi = series
+    sql = f"SELECT {columns} FROM metrics WHERE run_id = ? AND key_id = ? AND step >= ?"
+    params: list[int] = [run_id, key_id, lo]
+    if hi is not None:
+        sql += " AND step <= ?"
+        params.append(hi)
+    sql += " ORDER BY step"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return cursor_rows(connection, sql, params)
+
+
 def read_page(
     connection: Connection, run_id: int, key_id: int, lo: int, hi: int | None, limit: int
 ) -> Points:
     """Like read_rows, for long reads (exports): three columns instead of five cross
     from the driver into Python, the rare non-finite flags come from a second query."""
-    sql = (
-        "SELECT step, coalesce(value, 0.0), wall_time FROM metrics "
-        "WHERE run_id = ? AND key_id = ? AND step >= ?"
-    )
-    params: list[int] = [run_id, key_id, lo]
-    if hi is not None:
-        sql += " AND step <= ?"
-        params.append(hi)
-    rows = cursor_rows(connection, sql + " ORDER BY step LIMIT ?", [*params, limit])
+    series = (run_id, key_id, lo, hi)
+    rows = _range_rows(connection, "step, coalesce(value, 0.0), wall_time", series, limit)
     if not rows:
         return Points.empty()
     table = float_table(rows, 3)
@@ -152,16 +165,5 @@ def read_rows(
     """Raw points of a series with lo <= step (<= hi), in step order, at most limit."""
     if hi is not None and hi < lo:
         return Points.empty()
-    sql = (
-        "SELECT key_id, step, coalesce(value, 0.0), nonfinite, wall_time FROM metrics "
-        "WHERE run_id = ? AND key_id = ? AND step >= ?"
-    )
-    params: list[int] = [run_id, key_id, lo]
-    if hi is not None:
-        sql += " AND step <= ?"
-        params.append(hi)
-    sql += " ORDER BY step"
-    if limit is not None:
-        sql += " LIMIT ?"
-        params.append(limit)
-    return raw_points(cursor_rows(connection, sql, params))
+    columns = "key_id, step, coalesce(value, 0.0), nonfinite, wall_time"
+    return raw_points(_range_rows(connection, columns, (run_id, key_id, lo, hi), limit))
