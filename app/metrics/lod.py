@@ -1,7 +1,7 @@
 """The level-of-detail summary: what lets a chart of a million-point series open in
 milliseconds without reading the million points.
 
-Each series is cut into buckets of fixed step width at LEVELS resolutions (16 steps at
+Each series is cut into buckets of fixed step width at LEVELS resolutions (32 steps at
 level 0, eight times wider at each level above). One row per (series, level, bucket)
 holds the number of raw points in the bucket and, packed in a small blob, the raw points
 that matter for a plot: the first, the last, the smallest and largest finite value and
@@ -32,9 +32,11 @@ from sqlalchemy import Connection
 from app.metrics import pgcopy
 from app.metrics.points import Points, cursor_rows, raw_points, read_rows
 
-BASE_WIDTH = 16
+# The summary's geometry is part of what is stored: changing it needs a migration that
+# rebuilds every summary (lod.rebuild), as 0003 builds them.
+BASE_WIDTH = 32
 FANOUT = 8
-LEVELS = 10  # the widest bucket spans 16 * 8**9 (about 2.1e9) steps
+LEVELS = 10  # the widest bucket spans 32 * 8**9 (about 4.3e9) steps
 WIDTHS = [BASE_WIDTH * FANOUT**level for level in range(LEVELS)]
 
 POINT = np.dtype([("step", "<i8"), ("value", "<f8"), ("time", "<f8")])

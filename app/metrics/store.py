@@ -251,11 +251,17 @@ class MetricStore:
         # thousands of rows costs more than SQLite's insert itself.
         cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
+            # An append (every point new) needs no conflict clause.
             cursor.executemany(
                 "INSERT INTO metrics (run_id, key_id, step, value, nonfinite, wall_time) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, key_id, step) DO UPDATE SET "
-                "value = excluded.value, nonfinite = excluded.nonfinite, "
-                "wall_time = excluded.wall_time",
+                "VALUES (?, ?, ?, ?, ?, ?)"
+                + (
+                    ""
+                    if appending
+                    else " ON CONFLICT (run_id, key_id, step) DO UPDATE SET "
+                    "value = excluded.value, nonfinite = excluded.nonfinite, "
+                    "wall_time = excluded.wall_time"
+                ),
                 zip(*columns, strict=True),
             )
         finally:
