@@ -1,5 +1,6 @@
 """Ingest benchmark: values stored per second through the REST API (bulk, 10,000-row
-requests to a live `trainlens serve`), against the database's own fastest path for the
+requests to a live `trainlens serve`) and through the trainlens client (run.log() per
+step; measured when the client package is installed), against the database's own fastest path for the
 same rows into the same shape of table: raw `sqlite3` executemany, and raw psycopg
 COPY on PostgreSQL. Interleaved (raw, REST, raw, REST, ...) on fresh databases; medians
 and the ratio REST / raw.
@@ -158,6 +159,29 @@ def rest(rows: list[dict[str, Any]], url: str) -> float:
     return len(rows) * len(KEYS) / elapsed
 
 
+def client(rows: list[dict[str, Any]], url: str) -> float:
+    """The trainlens client, as a training script uses it: run.log() per step, then
+    finish(), which returns once everything is on the server."""
+    import trainlens
+
+    run = trainlens.init(name="bench", url=url, system_metrics=False)
+    started = time.perf_counter()
+    for row in rows:
+        run.log(row["metrics"], step=row["step"])
+    run.finish(timeout=600)
+    elapsed = time.perf_counter() - started
+    assert not run.errors, run.errors
+    return len(rows) * len(KEYS) / elapsed
+
+
+def _has_client() -> bool:
+    try:
+        import trainlens
+    except ImportError:
+        return False
+    return hasattr(trainlens, "init")
+
+
 def _reset_postgres(url: str) -> None:
     from sqlalchemy import create_engine, text
 
@@ -179,11 +203,15 @@ def measure(rows: list[dict[str, Any]], repeats: int, postgres_url: str | None) 
             record("sqlite raw executemany", raw_sqlite, rows, tmp)
             with live_server(f"sqlite:///{tmp}/trainlens.db", tmp / "data") as url:
                 record("sqlite REST bulk", rest, rows, url)
+                if _has_client():
+                    record("sqlite client log()", client, rows, url)
             if postgres_url:
                 _reset_postgres(postgres_url)
                 record("postgresql raw COPY", raw_copy, rows, postgres_url)
                 with live_server(postgres_url, tmp / "data-pg") as url:
                     record("postgresql REST bulk", rest, rows, url)
+                    if _has_client():
+                        record("postgresql client log()", client, rows, url)
     print(f"{len(rows):,} rows x {len(KEYS)} keys, {REQUEST_ROWS:,}-row requests, ", end="")
     print(f"{repeats} repeats, interleaved")
     print(f"{'path':28} {'values/s (median)':>18}")
@@ -191,9 +219,10 @@ def measure(rows: list[dict[str, Any]], repeats: int, postgres_url: str | None) 
     for name, value in medians.items():
         print(f"{name:28} {value:>18,.0f}")
     for db, raw in (("sqlite", "raw executemany"), ("postgresql", "raw COPY")):
-        if f"{db} REST bulk" in medians:
-            ratio = medians[f"{db} REST bulk"] / medians[f"{db} {raw}"]
-            print(f"{db}: REST / {raw} = {ratio:.2f}")
+        for path in ("REST bulk", "client log()"):
+            if f"{db} {path}" in medians:
+                ratio = medians[f"{db} {path}"] / medians[f"{db} {raw}"]
+                print(f"{db}: {path} / {raw} = {ratio:.2f}")
 
 
 def main() -> None:
