@@ -1,8 +1,9 @@
 """Ingest benchmark: values stored per second through the REST API (bulk, 10,000-row
 requests to a live `trainlens serve`) and through the trainlens client (run.log() per
-step; measured when the client package is installed), against the database's own fastest path for the
-same rows into the same shape of table: raw `sqlite3` executemany, and raw psycopg
-COPY on PostgreSQL. Interleaved (raw, REST, raw, REST, ...) on fresh databases; medians
+step; measured when the client package is installed), against the database's own
+fastest path for the same rows into the same shape of table: raw `sqlite3`
+executemany, and raw psycopg COPY on PostgreSQL (both build their tuples from the same
+row dicts). Interleaved (raw, REST, raw, REST, ...) on fresh databases; medians
 and the ratio REST / raw.
 
     python -m bench.ingest [--rows 50000] [--repeats 3] [--postgres-url URL]
