@@ -99,13 +99,13 @@ def test_every_preset_is_valid_data() -> None:
     assert names == [
         "healthy", "lr_too_high", "no_warmup", "lr_too_low", "bad_init", "overfit",
         "leaky_val", "loss_spike", "nan", "fp16_no_scaler", "slow_data",
-        "resume_without_optimizer",
+        "resume_without_optimizer", "lr_finder",
     ]  # fmt: skip
     for preset in presets:
         assert preset.title and preset.description
         assert set(preset.expected_findings) <= RULE_CODES, preset.name
         # fp16_no_scaler's CPU-scale symptom (exact-zero gradients) has no rule code yet.
-        silent = preset.name in ("healthy", "fp16_no_scaler")
+        silent = preset.name in ("healthy", "fp16_no_scaler", "lr_finder")
         assert (preset.expected_findings == []) == silent, preset.name
         preset_config(preset.name)  # validates
     assert PRESETS["healthy"].overrides == {}
