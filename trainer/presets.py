@@ -223,19 +223,19 @@ _PRESETS.append(
         title="LR range finder",
         description=(
             "Not a training run: from a fresh model the learning rate grows exponentially "
-            "from 1e-6 to 1 over 300 steps and the run ends when the smoothed loss "
+            "from 1e-6 to 10 over 200 steps and the run ends when the smoothed loss "
             "diverges (4x its minimum). The run page plots loss against LR and suggests a "
             "tenth of the LR at the smoothed loss's minimum, with a button to launch it."
         ),
         expected_findings=[],
         overrides=_small(
-            max_steps=300,
+            max_steps=200,
             warmup_steps=0,
             schedule="constant",
             eval_interval=1000,
             sample_interval=1000,
             checkpoint_interval=1000,
-            lr_finder={"start_lr": 1e-6, "end_lr": 1.0},
+            lr_finder={"start_lr": 1e-6, "end_lr": 10.0},
             rules={code: {"enabled": False} for code in _SWEEP_TRIPS},
         ),
     )
