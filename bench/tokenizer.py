@@ -5,8 +5,8 @@
 Trains the byte-level BPE tokenizer the trainer uses (trainer/tokenizer.py) on the text
 at vocab 1024 and 8192, and encodes the whole text with each; medians over repeats.
 Also what a run's start pays (tokenizer + encoding the text): BPE cold (trains and
-writes the cache entry) and warm (reads it) against the char tokenizer, in the same run. Default text: Tiny
-Shakespeare when present, else the built-in corpus.
+writes the cache entry) and warm (reads it) against the char tokenizer, in the same
+run. Default text: Tiny Shakespeare when present, else the built-in corpus.
 """
 
 from __future__ import annotations
