@@ -408,15 +408,18 @@ class _Run:
         metrics = {"val/loss": val_loss, "train/loss_eval": train_loss}
         early_stop = self.config.actions.early_stop
         min_delta = early_stop.min_delta if early_stop is not None else 0.0
-        if math.isfinite(val_loss) and (
-            self.best_val_loss is None or val_loss < self.best_val_loss - min_delta
-        ):
-            self.best_val_loss = val_loss
+        previous_best = self.best_val_loss
+        finite = math.isfinite(val_loss)
+        # Early stopping counts evaluations without an improvement of more than min_delta;
+        # the best checkpoint follows every improvement, however small.
+        if finite and (previous_best is None or val_loss < previous_best - min_delta):
             self.evals_without_improvement = 0
-            if step > 0 and self._state_is_finite():
-                self._save(BEST, step)  # the weights that scored it: before this step's update
         else:
             self.evals_without_improvement += 1
+        if finite and (previous_best is None or val_loss < previous_best):
+            self.best_val_loss = val_loss
+            if step > 0 and self._state_is_finite():
+                self._save(BEST, step)  # the weights that scored it: before this step's update
         if early_stop is not None and self.evals_without_improvement >= early_stop.patience:
             metrics.update(self._early_stop(step, early_stop.patience, min_delta))
         return metrics
