@@ -87,3 +87,24 @@ def test_cuda_runs_are_checked_against_the_named_or_largest_gpu(
         too_big = {**fits_h100, "n_layer": 32}
         response = client.post("/api/runs", json={"config": too_big})
         assert response.status_code == (422 if gpu_name else 201), response.text
+
+
+def test_resume_is_refused_when_the_stored_config_cannot_fit(
+    client: httpx.Client, settings: Settings
+) -> None:
+    from app.db import Database
+    from app.models import Run
+
+    run_id = client.post("/api/runs", json={"config": {"max_steps": 100}}).json()["id"]
+    assert client.post(f"/api/runs/{run_id}/stop").json()["status"] == "stopped"
+    # A run stored before the budget existed (or by an older version) with a huge model.
+    db = Database(settings.resolved_database_url)
+    with db.session(write=True) as session:
+        run = session.get(Run, run_id)
+        assert run is not None
+        run.config = {**run.config, **HUGE_MODEL}
+    db.dispose()
+    response = client.post(f"/api/runs/{run_id}/resume")
+    assert response.status_code == 422
+    assert "largest term is optimizer" in response.json()["detail"][0]["msg"]
+    assert client.get(f"/api/runs/{run_id}").json()["status"] == "stopped"
