@@ -11,6 +11,7 @@ even if the cache is gone. Torch-free.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,8 @@ from typing import Any
 
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
+
+log = logging.getLogger(__name__)
 
 # Bump when the training recipe changes, so stale cache entries are not reused.
 BPE_RECIPE = "v1"
@@ -151,8 +154,10 @@ def cached_bpe(text: str, vocab_size: int, cache_dir: Path | None) -> BPETokeniz
     path = bpe_cache_path(cache_dir, text, vocab_size)
     try:
         return BPETokenizer.from_json(path.read_text(encoding="utf-8"), vocab_size)
-    except (OSError, ValueError, Exception):  # tokenizers raises plain Exception on bad JSON
+    except FileNotFoundError:
         pass
+    except Exception:  # unreadable or corrupt (tokenizers raises a plain Exception): retrain
+        log.warning("tokenizer cache entry %s is unreadable; retraining", path)
     tokenizer = BPETokenizer.train(text, vocab_size)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")

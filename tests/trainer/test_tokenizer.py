@@ -69,3 +69,12 @@ def test_a_fresh_model_starts_at_ln_vocab_and_resume_restores_the_tokenizer(
     ids = list(range(0, 1024, 3))  # merges from every part of the vocabulary
     assert restored.decode(ids) == original.decode(ids)
     assert not (tmp_path / TOKENIZER_CACHE).exists()  # nothing was retrained
+
+
+def test_a_corrupt_cache_entry_is_retrained(tmp_path: Path, corpus: str) -> None:
+    text = corpus[:30_000]
+    path = bpe_cache_path(tmp_path, text, 512)
+    path.write_text("{not json", encoding="utf-8")
+    tokenizer = build_tokenizer("bpe", text, 512, tmp_path)
+    assert tokenizer.decode(tokenizer.encode(text)) == text
+    assert path.read_text(encoding="utf-8") == tokenizer.to_json()
