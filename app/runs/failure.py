@@ -43,6 +43,6 @@ def resume_blocked(run: Run) -> str | None:
     if line is None or not _DETERMINISTIC.search(line):
         return None
     return (
-        f"the run failed on its configuration ({line[:200]}); resuming replays the same "
-        "config and would fail the same way: change the config and launch a new run"
+        "the failure follows from the run's configuration, and resuming replays the same "
+        "config, so it would fail the same way: change the config and launch a new run"
     )

@@ -395,7 +395,7 @@ def resume_run(session: Session, run: Run) -> Run:
         raise conflict(f"run {run.id} is {status.value}: only a {allowed} run can resume")
     blocked = resume_blocked(run)
     if blocked is not None:
-        raise conflict(f"run {run.id} cannot resume: {blocked}")
+        raise conflict(f"run {run.id} cannot resume ({error_line(run.error)}): {blocked}")
     run.attempt += 1
     transition(session, run, RunStatus.queued)
     return run

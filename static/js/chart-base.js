@@ -11,7 +11,7 @@
 import { api, apiUrl, isAbort } from "./api.js";
 import { loadPlotly } from "./plotly.js";
 import { el, formatCount, plotText } from "./format.js";
-import { findingMarks } from "./marks.js";
+import { MARK_LEGEND, findingMarks } from "./marks.js";
 import { X_MODES, runOrigin } from "./series.js";
 import { XAxis } from "./x-axis.js";
 
@@ -68,6 +68,7 @@ export class ChartBase {
     this.specs = [];
     this.data = new Map(); // spec id → SeriesData
     this.findings = [];
+    this.selectedFinding = null;
     this.pending = []; // live batches that arrived while a fetch was in flight
     this.extensions = new Map(); // spec id → index of its first point not yet drawn
     this.fetchController = null;
@@ -104,6 +105,9 @@ export class ChartBase {
         el("label", {}, "x ", this.xSelect),
         this.csv)),
     this.plot,
+    this.legend = el("p", { className: "marks-legend", hidden: true },
+      MARK_LEGEND.map(([severity, color]) => el("span", {}, el("b", { style: `color:${color}` }, "▲"), ` ${severity} `)),
+      "finding (select one in the panel to shade its steps)"),
     this.note);
     if (this.options.help) this.element.querySelector("h3").title = this.options.help;
     host.append(this.element);
@@ -441,11 +445,18 @@ export class ChartBase {
     }, wait);
   }
 
-  /** Findings as shaded bands over their steps, coloured by severity. */
+  /** Shade one finding's steps (null: none); every finding keeps its axis marker. */
+  setSelectedFinding(id) {
+    if (id === this.selectedFinding) return;
+    this.selectedFinding = id;
+    if (this.plotted) this.redecorate();
+  }
+
+  /** Findings as markers on the x axis, the selected one as a band over its steps. */
   findingShapes() {
-    return findingMarks(this.findings.filter((finding) =>
-      this.specs.some((spec) => spec.runId === finding.run_id)), (runId, step) =>
-      this.xOf(runId, step, this.timeNear(runId, step)));
+    const mine = this.findings.filter((finding) => this.specs.some((spec) => spec.runId === finding.run_id));
+    this.legend.hidden = !mine.some((finding) => finding.first_step !== null && finding.first_step !== undefined);
+    return findingMarks(mine, (runId, step) => this.xOf(runId, step, this.timeNear(runId, step)), this.selectedFinding);
   }
 
   redecorate() {

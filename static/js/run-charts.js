@@ -78,11 +78,18 @@ export const RUN_CHARTS = [
       ...perLayer(keys, /^train\/lr\/(group\d+)$/),
     ].filter(Boolean),
   },
+  // Two charts, not one with two y axes: each line readable on its own scale.
   {
-    id: "throughput", title: "Throughput and MFU", yTitle: "tokens/s", y2Title: "MFU",
+    id: "throughput", title: "Throughput", yTitle: "tokens/s", yFormat: "~s",
     match: (keys) => [
       has(keys, "perf/tokens_per_sec") && { key: "perf/tokens_per_sec", label: "tokens/s", color: "#17becf" },
-      has(keys, "perf/mfu") && { key: "perf/mfu", label: "MFU", color: "#8c564b", yaxis: "y2" },
+    ].filter(Boolean),
+  },
+  {
+    id: "mfu", title: "MFU (estimate)", yTitle: "MFU", yFormat: ".1%",
+    help: "Model FLOPs utilisation against the device's nominal peak; on a CPU the peak is a rough guess.",
+    match: (keys) => [
+      has(keys, "perf/mfu") && { key: "perf/mfu", label: "MFU (estimate)", color: "#8c564b" },
     ].filter(Boolean),
   },
   {
@@ -97,12 +104,13 @@ export const RUN_CHARTS = [
   },
   {
     id: "act-saturated", title: "Fraction saturated (MLP), layer × step", kind: "heatmap", wide: true,
-    colorscale: "YlOrRd",
+    // Plotly's YlOrRd and Blues run dark-to-light; reversed, 0 is pale and 1 intense.
+    colorscale: "YlOrRd", reversescale: true, zmin: 0, zmax: 1,
     match: (keys) => perLayer(keys, /^act\/(h\d+)\.mlp\/frac_saturated$/, { kind: "cell" }),
   },
   {
     id: "act-dead", title: "Fraction dead (MLP), layer × step", kind: "heatmap", wide: true,
-    colorscale: "Blues",
+    colorscale: "Blues", reversescale: true, zmin: 0, zmax: 1,
     match: (keys) => perLayer(keys, /^act\/(h\d+)\.mlp\/frac_dead$/, { kind: "cell" }),
   },
   {

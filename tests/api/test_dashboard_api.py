@@ -9,18 +9,8 @@ import json
 import httpx
 
 from app.config import Settings
-from app.db import Database
-from app.models import Run, RunStatus
-from app.runs.lifecycle import transition
-from tests.api.helpers import create_external_run, ingest
-
-OOM_TRACEBACK = """exit code 1
-2026-12-02 07:00:00 trainlens.job run 7: rank 0 of 1
-Traceback (most recent call last):
-  File "/app/trainer/train.py", line 160, in _setup
-    self.model = build_model(config, vocab).to(self.device)
-RuntimeError: [enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: not enough \
-memory: you tried to allocate 800008000000 bytes."""
+from app.models import RunStatus
+from tests.api.helpers import OOM_TRACEBACK, create_external_run, ingest, set_run_status
 
 
 def _launch(client: httpx.Client, **body: object) -> dict[str, object]:
@@ -30,14 +20,7 @@ def _launch(client: httpx.Client, **body: object) -> dict[str, object]:
 
 
 def _set_status(settings: Settings, run_id: int, status: RunStatus, error: str | None) -> None:
-    db = Database(settings.resolved_database_url)
-    try:
-        with db.session(write=True) as session:
-            run = session.get(Run, run_id)
-            assert run is not None
-            transition(session, run, status, error)
-    finally:
-        db.dispose()
+    set_run_status(settings.resolved_database_url, run_id, status, error)
 
 
 def test_rename_tags_and_notes(client: httpx.Client) -> None:
