@@ -199,6 +199,7 @@ class LaunchForm {
         status.classList.add("field-error");
         status.textContent = `Upload refused: ${error.message}`;
       }
+      file.value = ""; // choosing the same file again is a new upload
     };
     file.addEventListener("change", upload);
     return el("div", { className: "dataset-upload" }, el("label", { htmlFor: file.id }, "or upload a .txt corpus "), file, status);

@@ -159,7 +159,8 @@ export class LineChart extends ChartBase {
     if (this.logY) {
       const positive = values.filter((value) => Number.isFinite(value) && value > 0);
       const decades = positive.length ? Math.log10(Math.max(...positive) / Math.min(...positive)) : 0;
-      Object.assign(settings, decades >= 1 ? { dtick: 1, exponentformat: "power" } : { dtick: "D2", tickformat: ".2~g" });
+      // Within one decade Plotly's own ticks are plain numbers; give them two digits.
+      Object.assign(settings, decades >= 1 ? { dtick: 1, exponentformat: "power" } : { tickformat: ".2~e" });
     }
     return settings;
   }

@@ -138,3 +138,21 @@ export function otherKeys(keys) {
   for (const chart of RUN_CHARTS) for (const spec of chart.match(keys, {})) claimed.add(spec.key);
   return [...keys].filter((key) => !claimed.has(key) && !CLAIMED_PATTERNS.some((p) => p.test(key))).sort();
 }
+
+/** How the run page names a key's chart and series: "Loss · val", "Update-to-data ratio
+ *  per layer · h0". The compare page titles its charts with it, so both pages read alike;
+ *  the chart's own settings (log y, number format) come along. */
+export function metricChart(key) {
+  const keys = new Set([key]);
+  for (const chart of RUN_CHARTS) {
+    const spec = chart.match(keys, {}).find((candidate) => candidate.key === key);
+    if (!spec || spec.kind === "flags" || spec.kind === "events") continue;
+    const single = chart.kind !== "heatmap" && !/per layer/.test(chart.title) && chart.match(keys, {}).length === 1
+      && !["loss"].includes(chart.id);
+    return {
+      title: single ? chart.title : `${chart.title.replace(/, layer × step$/, "")} · ${spec.label}`,
+      yTitle: chart.yTitle ?? "", logY: chart.logY ?? false, yFormat: chart.yFormat,
+    };
+  }
+  return { title: key, yTitle: "", logY: false };
+}

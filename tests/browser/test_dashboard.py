@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -270,3 +271,78 @@ def test_html_404_page(ui: UI, shared_server: LiveServer) -> None:
     ui.page.get_by_role("heading", name="Page not found").wait_for()
     assert ui.page.get_by_role("link", name="runs table").is_visible()
     ui.allow(r"status of 404")
+
+
+def test_compare_any_metric_config_diff_and_finding_markers(
+    ui: UI, shared_server: LiveServer
+) -> None:
+    first = external_run(shared_server, "cmp-lr-1e-3", lr=1e-3, n_layer=4, seed=1)
+    second = external_run(shared_server, "cmp-lr-3e-3", lr=3e-3, n_layer=4, seed=1)
+    for run_id, shift in ((first, 0.0), (second, 0.2)):
+        rows = loss_rows(0, 120)
+        for row in rows:
+            row["metrics"]["train/loss"] += shift
+            row["metrics"]["val/loss"] = row["metrics"]["train/loss"] + 0.1
+            for layer in range(2):
+                row["metrics"][f"update/h{layer}/ratio"] = 10 ** (-3 + 0.1 * layer) * (1 + shift)
+        ingest(shared_server, run_id, rows)
+    finding = add_finding(shared_server, second, first_step=60, last_step=70)
+    page = ui.page
+    page.goto(f"{shared_server.url}/compare.html?runs={first},{second}")
+    wait_until_ready(page, "train-loss")
+    # Titles as on the run page, not raw keys.
+    assert page.locator("#chart-train-loss h3").inner_text() == "Loss · train"
+    assert page.locator("#chart-val-loss h3").inner_text() == "Loss · val"
+    # Only the config values that differ.
+    diff_keys = page.locator("#config-diff tr[data-key]").evaluate_all(
+        "rows => rows.map((r) => r.dataset.key)"
+    )
+    assert diff_keys == ["lr"]
+    # The second run's finding marks the axis of the charts.
+    page.wait_for_function(
+        f"""() => (document.querySelector('#chart-train-loss .plot').layout.annotations || [])
+            .some((a) => a.name === 'finding-{finding["id"]}' && a.x === 60)"""
+    )
+    # Any metric, per-layer ones included: chosen from the union of keys.
+    page.locator("#metric-picker-box > summary").click()
+    page.locator("#metric-picker details summary", has_text="update/…/ratio").click()
+    page.locator("#metric-picker input[value='update/h1/ratio']").check()
+    page.locator("#metric-picker input[value='val/loss']").uncheck()
+    page.get_by_role("button", name="Show these").click()
+    wait_until_ready(page, "update-h1-ratio")
+    title = page.locator("#chart-update-h1-ratio h3").inner_text()
+    assert title == "Update-to-data ratio per layer · h1"
+    names = page.evaluate(
+        "document.querySelector('#chart-update-h1-ratio .plot').data"
+        ".filter((t) => t.meta.role === 'raw').map((t) => t.name)"
+    )
+    assert names == ["cmp-lr-1e-3", "cmp-lr-3e-3"]
+    assert page.locator("#chart-val-loss").count() == 0
+    assert "metrics=" in page.url
+    page.locator("#metric-picker-box > summary").click()
+    ui.screenshot("compare")
+
+
+def test_dataset_upload_from_the_launch_form(
+    ui: UI, shared_server: LiveServer, tmp_path: Path
+) -> None:
+    corpus = tmp_path / "my corpus.txt"
+    corpus.write_text("To be, or not to be, that is the question.\n" * 50)
+    page = ui.page
+    page.goto(shared_server.url + "/#launch")
+    page.locator("#dataset-file").set_input_files(str(corpus))
+    status = page.locator("#dataset-upload-status")
+    page.wait_for_function(
+        "document.querySelector('#dataset-upload-status').textContent.startsWith('Uploaded')"
+    )
+    assert "2,150 characters" in status.inner_text()
+    assert page.locator("#cfg-dataset").input_value() == "my-corpus"
+    names = [d["name"] for d in httpx.get(f"{shared_server.url}/api/datasets").json()]
+    assert "my-corpus" in names
+    # The server's validation shows beside the box: the same name again is refused.
+    page.locator("#dataset-file").set_input_files(str(corpus))
+    page.wait_for_function(
+        "document.querySelector('#dataset-upload-status').textContent.startsWith('Upload refused')"
+    )
+    assert "exists already" in status.inner_text()
+    ui.allow(r"status of 409")
