@@ -320,7 +320,7 @@ def test_compare_any_metric_config_diff_and_finding_markers(
     assert page.locator("#chart-val-loss").count() == 0
     assert "metrics=" in page.url
     page.locator("#metric-picker-box > summary").click()
-    ui.screenshot("compare")
+    ui.screenshot("compare-page")
 
 
 def test_dataset_upload_from_the_launch_form(

@@ -77,23 +77,16 @@ async function loadRun() {
   return run;
 }
 
-function renderHeader() {
+/** The numbers that change with every step: the only part of the header that live
+ *  points redraw (rebuilding the whole header would cost layout time on every batch and
+ *  take the notes box from under the user's cursor). */
+function facts() {
   const latest = run.latest ?? {};
   const value = (key) => latest[key]?.value;
   const step = run.last_step;
   const stepText = step === null || step === undefined ? "—"
     : run.max_steps ? `${formatCount(step)} / ${formatCount(run.max_steps)}` : formatCount(step);
-  const stop = el("button", { type: "button", id: "stop-button", className: "danger",
-    disabled: !(run.status === "queued" || run.status === "running"),
-    onclick: () => steer("stop") }, "Stop");
-  const resume = el("button", { type: "button", id: "resume-button",
-    disabled: !(run.source === "launched" && RESUMABLE_STATUSES.has(run.status)) || Boolean(run.resume_blocked),
-    title: run.resume_blocked ? `Resume is off: ${run.resume_blocked}`
-      : run.source === "external" ? "An external run resumes from its own script" : "Continue from the latest checkpoint",
-    onclick: () => steer("resume") }, "Resume");
-  const rename = el("button", { type: "button", id: "rename-button", className: "small", onclick: renameRun }, "Rename");
-  const remove = el("button", { type: "button", className: "danger", onclick: removeRun }, "Delete");
-  const facts = [
+  const rows = [
     ["Step", el("span", { id: "run-step" }, stepText),
       run.max_steps && step !== null ? el("progress", { max: run.max_steps, value: Math.min(step + 1, run.max_steps),
         "aria-label": "progress" }) : null],
@@ -106,7 +99,25 @@ function renderHeader() {
     ["Duration", el("span", { id: "run-duration", title: "Time spent training; stopped time is shown apart" },
       durationText())],
   ];
-  if (run.attempt > 0) facts.push(["Resumed", `${run.attempt}×`]);
+  if (run.attempt > 0) rows.push(["Resumed", `${run.attempt}×`]);
+  return rows.map(([term, ...detail]) => el("div", {}, el("dt", {}, term), el("dd", {}, ...detail)));
+}
+
+function renderFacts() {
+  document.getElementById("run-facts")?.replaceChildren(...facts());
+}
+
+function renderHeader() {
+  const stop = el("button", { type: "button", id: "stop-button", className: "danger",
+    disabled: !(run.status === "queued" || run.status === "running"),
+    onclick: () => steer("stop") }, "Stop");
+  const resume = el("button", { type: "button", id: "resume-button",
+    disabled: !(run.source === "launched" && RESUMABLE_STATUSES.has(run.status)) || Boolean(run.resume_blocked),
+    title: run.resume_blocked ? `Resume is off: ${run.resume_blocked}`
+      : run.source === "external" ? "An external run resumes from its own script" : "Continue from the latest checkpoint",
+    onclick: () => steer("resume") }, "Resume");
+  const rename = el("button", { type: "button", id: "rename-button", className: "small", onclick: renameRun }, "Rename");
+  const remove = el("button", { type: "button", className: "danger", onclick: removeRun }, "Delete");
   const config = run.config ?? {};
   header.replaceChildren(...[
     el("div", { className: "run-title" },
@@ -123,8 +134,7 @@ function renderHeader() {
           download: `run-${runId}-metrics-wide.csv`, title: "One row per step, one column per key" }, "CSV (wide)"),
         el("a", { className: "button", href: `/compare.html?runs=${runId}` }, "Compare…"),
         remove)),
-    el("dl", { className: "run-facts" }, facts.map(([term, ...detail]) =>
-      el("div", {}, el("dt", {}, term), el("dd", {}, ...detail)))),
+    el("dl", { className: "run-facts", id: "run-facts" }, facts()),
     phaseBanner(run),
     errorBlock(run),
     Object.keys(config).length ? configTable(config) : null,
@@ -162,7 +172,9 @@ function scheduleHeader() {
   if (headerTimer) return;
   headerTimer = setTimeout(() => {
     headerTimer = null;
-    renderHeader();
+    // The first step of a starting run ends its "Starting…" banner: a full redraw, once.
+    if (document.getElementById("run-phase") && run.last_step !== null) renderHeader();
+    else renderFacts();
   }, 250);
 }
 
