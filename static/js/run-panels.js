@@ -155,16 +155,15 @@ function formatBytes(bytes) {
 export async function loadCheckpoints(host, runId) {
   const list = await api(`/runs/${runId}/checkpoints`);
   const rows = list.map((checkpoint) => el("tr", { dataset: { name: checkpoint.name } },
-    el("td", {}, checkpoint.name),
+    el("td", { title: `saved ${formatTime(checkpoint.modified_at)}` }, checkpoint.name),
     el("td", { className: "num" }, formatCount(checkpoint.step)),
     el("td", { className: "num" }, formatNumber(checkpoint.val_loss)),
     el("td", { className: "num" }, formatBytes(checkpoint.size_bytes)),
-    el("td", {}, formatTime(checkpoint.modified_at)),
     el("td", {}, el("a", { className: "button small", href: apiUrl(checkpoint.url.replace(/^\/api/, ""), {}, { withToken: true }),
       download: `run-${runId}-${checkpoint.name}` }, "Download"))));
   host.replaceChildren(rows.length
     ? el("table", { className: "runs checkpoints" },
-      el("thead", {}, el("tr", {}, ["File", "Step", "Val loss", "Size", "Saved", ""].map((name) => el("th", {}, name)))),
+      el("thead", {}, el("tr", {}, ["File", "Step", "Val loss", "Size", ""].map((name) => el("th", {}, name)))),
       el("tbody", {}, rows))
     : el("p", { className: "muted" }, "No checkpoints yet."));
 }

@@ -250,6 +250,18 @@ def test_honest_axes(ui: UI, shared_server: LiveServer) -> None:
     # Log y: one labelled tick per decade.
     update_axis = _layout(ui, "update-ratio")["yaxis"]
     assert update_axis["type"] == "log" and update_axis["dtick"] == 1
+    # Every download under its own file name; the wide CSV one row per step.
+    downloads = page.evaluate(
+        "[...document.querySelectorAll('#csv-long, #csv-wide, #chart-loss .csv a')]"
+        ".map((a) => [a.download, a.getAttribute('href')])"
+    )
+    names = [name for name, _ in downloads]
+    assert names == [
+        f"run-{run_id}-metrics-long.csv",
+        f"run-{run_id}-metrics-wide.csv",
+        f"run-{run_id}-loss.csv",
+    ]
+    assert "layout=wide" in downloads[1][1]
     # Tokens/s and MFU each on a chart of their own.
     assert page.locator("#chart-mfu h3").inner_text() == "MFU (estimate)"
     # Wall time: the stop is a gap in the line, and Duration counts active time apart.
