@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from app.config import Settings
@@ -17,7 +18,9 @@ from app.runs.schemas import CheckpointOut, LogChunk
 OUTPUT_LOG = "output.log"
 CHECKPOINT_SUFFIX = ".pt"
 LOG_TAIL_BYTES = 64 * 1024
-_PHASE_PREFIX = "trainlens"
+# "2026-12-02 08:36:02,366 trainer.train building the model": the message after the
+# logging format's time and logger name.
+_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:[,.]\d+)? [\w.]+ (?P<message>.+)$")
 
 
 def run_dir(settings: Settings, run_id: int) -> Path:
@@ -66,11 +69,8 @@ def phase(settings: Settings, run_id: int) -> str | None:
     lines = [line.strip() for line in tail.splitlines() if line.strip()]
     if not lines:
         return None
-    last = lines[-1]
-    marker = last.find(f" {_PHASE_PREFIX}.")
-    if marker >= 0:
-        last = last[marker + 1 :].split(" ", 1)[-1]
-    return last[:300]
+    logged = _LOG_LINE.match(lines[-1])
+    return (logged["message"] if logged else lines[-1])[:300]
 
 
 def list_checkpoints(settings: Settings, run_id: int) -> list[CheckpointOut]:

@@ -111,9 +111,12 @@ def test_queue_position_and_phase(client: httpx.Client, settings: Settings) -> N
     assert started["queue_position"] is None and started["phase"].startswith("starting")
     log = settings.runs_dir / str(first["id"]) / "output.log"
     log.parent.mkdir(parents=True)
-    log.write_text("2026-12-02 07:00:00,1 trainlens.job loading dataset shakespeare_char\n")
+    log.write_text(
+        "2026-12-02 07:00:00,1 trainlens.job loading dataset shakespeare_char\n"
+        "2026-12-02 07:00:03,366 trainer.train building the model\n"
+    )
     assert (
-        client.get(f"/api/runs/{first['id']}").json()["phase"] == "loading dataset shakespeare_char"
+        client.get(f"/api/runs/{first['id']}").json()["phase"] == "building the model"
     )
 
 
