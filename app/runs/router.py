@@ -37,8 +37,9 @@ router = APIRouter(tags=["runs"])
 def create_run(
     body: RunCreate, session: WriteSession, store: StoreDep, settings: SettingsDep
 ) -> RunDetail:
-    """Queue a launched run for a worker, or open an external run for a script."""
-    run = service.create_run(session, body)
+    """Queue a launched run for a worker, or open an external run for a script. A
+    launched config whose memory estimate exceeds its device is refused (422)."""
+    run = service.create_run(session, settings, body)
     return service.run_detail(session, settings, store, run)
 
 
@@ -166,7 +167,7 @@ def resume_run(
     run_id: int, session: WriteSession, store: StoreDep, settings: SettingsDep
 ) -> RunDetail:
     """Queue a stopped, interrupted or failed run to continue from its latest checkpoint."""
-    run = service.resume_run(session, service.get_run(session, run_id))
+    run = service.resume_run(session, settings, service.get_run(session, run_id))
     return service.run_detail(session, settings, store, run)
 
 
