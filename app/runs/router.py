@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Query, Response
 from sqlalchemy import select
 
 from app.deps import CacheDep, ReadSession, SettingsDep, StoreDep, WriteSession
-from app.errors import invalid
+from app.errors import invalid, quote
 from app.metrics import store as metric_store
 from app.models import RunSource, RunStatus, Sample
 from app.runs import service
@@ -21,6 +21,7 @@ from app.runs.schemas import (
     SampleIn,
     SampleOut,
 )
+from app.strict import Offset, PlainName, RunId
 from trainer.config import TrainConfig
 from trainer.presets import list_presets, preset_config
 
@@ -28,9 +29,11 @@ router = APIRouter(tags=["runs"])
 
 
 @router.post("/runs", status_code=201, response_model=RunDetail)
-def create_run(body: RunCreate, session: WriteSession, store: StoreDep) -> RunDetail:
+def create_run(
+    body: RunCreate, session: WriteSession, store: StoreDep, settings: SettingsDep
+) -> RunDetail:
     """Queue a launched run for a worker, or open an external run for a script."""
-    run = service.create_run(session, body)
+    run = service.create_run(session, body, settings)
     return service.run_detail(session, store, run)
 
 
@@ -43,7 +46,8 @@ def _parse_statuses(status: str | None) -> list[RunStatus] | None:
             parsed.append(RunStatus(name.strip()))
         except ValueError:
             allowed = ", ".join(s.value for s in RunStatus)
-            raise invalid("status", f"unknown status {name.strip()!r}; one of {allowed}") from None
+            message = f"unknown status {quote(name.strip())}; one of {allowed}"
+            raise invalid("status", message) from None
     return parsed
 
 
@@ -52,9 +56,9 @@ def list_runs(
     session: ReadSession,
     status: Annotated[str | None, Query(description="comma-separated statuses")] = None,
     source: RunSource | None = None,
-    q: Annotated[str | None, Query(max_length=200, description="name contains")] = None,
+    q: Annotated[PlainName | None, Query(max_length=200, description="name contains")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> RunList:
     """Runs, newest first."""
     runs, total = service.list_runs(session, _parse_statuses(status), source, q, limit, offset)
@@ -62,20 +66,20 @@ def list_runs(
 
 
 @router.get("/runs/{run_id}", response_model=RunDetail)
-def get_run(run_id: int, session: ReadSession, store: StoreDep) -> RunDetail:
+def get_run(run_id: RunId, session: ReadSession, store: StoreDep) -> RunDetail:
     """Status, config, last step, the latest value of every key, finding counts."""
     return service.run_detail(session, store, service.get_run(session, run_id))
 
 
 @router.post("/runs/{run_id}/stop", response_model=RunDetail)
-def stop_run(run_id: int, session: WriteSession, store: StoreDep) -> RunDetail:
+def stop_run(run_id: RunId, session: WriteSession, store: StoreDep) -> RunDetail:
     """A queued run stops at once; a running one finishes its step, checkpoints and stops."""
     run = service.stop_run(session, service.get_run(session, run_id))
     return service.run_detail(session, store, run)
 
 
 @router.post("/runs/{run_id}/resume", response_model=RunDetail)
-def resume_run(run_id: int, session: WriteSession, store: StoreDep) -> RunDetail:
+def resume_run(run_id: RunId, session: WriteSession, store: StoreDep) -> RunDetail:
     """Queue a stopped, interrupted or failed run to continue from its latest checkpoint."""
     run = service.resume_run(session, service.get_run(session, run_id))
     return service.run_detail(session, store, run)
@@ -83,7 +87,7 @@ def resume_run(run_id: int, session: WriteSession, store: StoreDep) -> RunDetail
 
 @router.post("/runs/{run_id}/finish", response_model=RunDetail)
 def finish_run(
-    run_id: int,
+    run_id: RunId,
     session: WriteSession,
     store: StoreDep,
     body: Annotated[RunFinish | None, Body()] = None,
@@ -97,7 +101,7 @@ def finish_run(
 
 
 @router.post("/runs/{run_id}/heartbeat", status_code=204)
-def heartbeat(run_id: int, session: WriteSession) -> Response:
+def heartbeat(run_id: RunId, session: WriteSession) -> Response:
     """A running run's process is alive (for scripts that log rarely)."""
     service.heartbeat(session, service.get_run(session, run_id))
     return Response(status_code=204)
@@ -105,7 +109,7 @@ def heartbeat(run_id: int, session: WriteSession) -> Response:
 
 @router.delete("/runs/{run_id}", status_code=204)
 def delete_run(
-    run_id: int, session: WriteSession, settings: SettingsDep, cache: CacheDep
+    run_id: RunId, session: WriteSession, settings: SettingsDep, cache: CacheDep
 ) -> Response:
     """Delete the run with its metrics, findings, samples and checkpoints."""
     service.delete_run(session, settings, cache, service.get_run(session, run_id))
@@ -114,7 +118,7 @@ def delete_run(
 
 @router.get("/runs/{run_id}/samples", response_model=list[SampleOut])
 def list_samples(
-    run_id: int, session: ReadSession, limit: Annotated[int, Query(ge=1, le=1000)] = 20
+    run_id: RunId, session: ReadSession, limit: Annotated[int, Query(ge=1, le=1000)] = 20
 ) -> list[SampleOut]:
     """The latest text samples, newest first."""
     service.get_run(session, run_id)
@@ -128,7 +132,7 @@ def list_samples(
 
 
 @router.post("/runs/{run_id}/samples", status_code=201, response_model=SampleOut)
-def post_sample(run_id: int, body: SampleIn, session: WriteSession) -> SampleOut:
+def post_sample(run_id: RunId, body: SampleIn, session: WriteSession) -> SampleOut:
     service.get_run(session, run_id)
     sample = metric_store.add_sample(session, run_id, body.step, body.text)
     return SampleOut(step=sample.step, text=sample.text, created_at=sample.created_at)
