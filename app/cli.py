@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -134,10 +135,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import OperationalError
+
     from app.migrations import upgrade_to_head
 
     settings = _settings(args)
-    revision = upgrade_to_head(settings.resolved_database_url)
+    deadline = time.monotonic() + args.wait
+    while True:
+        try:
+            revision = upgrade_to_head(settings.resolved_database_url)
+            break
+        except OperationalError as error:
+            if time.monotonic() >= deadline:
+                print(f"trainlens: cannot reach the database: {error}", file=sys.stderr)
+                return 1
+            time.sleep(1)
     print(f"trainlens: database at schema revision {revision}")
     return 0
 
@@ -184,6 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="bring the database schema up to date")
     _add_storage_args(migrate)
+    migrate.add_argument(
+        "--wait",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="keep retrying while the database cannot be reached (it may still be starting)",
+    )
     migrate.set_defaults(handler=cmd_migrate)
 
     commands.add_parser("train", help="train a model on its own (see `trainlens train -h`)")

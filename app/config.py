@@ -27,10 +27,11 @@ class Settings(BaseSettings):
         "POST /api/session); empty means no token",
     )
     session_hours: float = Field(default=12.0, gt=0, description="lifetime of a login session")
-    # Comma-separated in the environment. Empty: the loopback names plus `host`.
+    # Comma-separated in the environment. The loopback names and `host` are always served
+    # (a rebinding page cannot make a browser send them), so health checks keep working.
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Host header values served (a leading '.' allows subdomains, '*' any)",
+        description="more Host header values to serve (a leading '.' allows subdomains, '*' any)",
     )
     max_body_mb: float = Field(
         default=32, gt=0, description="largest request body (dataset uploads: dataset_max_mb)"
@@ -102,13 +103,12 @@ class Settings(BaseSettings):
 
     @property
     def effective_allowed_hosts(self) -> list[str]:
-        if self.allowed_hosts:
-            return [host.lower() for host in self.allowed_hosts]
         hosts = ["localhost", "127.0.0.1", "[::1]"]
         configured = self.host.lower()
-        if configured not in ("0.0.0.0", "::", "") and configured not in hosts:
+        if configured not in ("0.0.0.0", "::", ""):
             hosts.append(f"[{configured}]" if ":" in configured else configured)
-        return hosts
+        hosts += [host.lower().rstrip(".") for host in self.allowed_hosts]
+        return list(dict.fromkeys(hosts))
 
     @property
     def max_body_bytes(self) -> int:

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Starlette's TestClient sends `Host: testserver`; allow it beside the loopback names, as
 # Django's test runner adds 'testserver' to ALLOWED_HOSTS. Tests of the Host allowlist
 # pass allowed_hosts explicitly.
-os.environ.setdefault("TRAINLENS_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
+os.environ.setdefault("TRAINLENS_ALLOWED_HOSTS", "testserver")
 POSTGRES_URL = os.environ.get("TRAINLENS_TEST_POSTGRES_URL")
 REQUIRE_POSTGRES = os.environ.get("TRAINLENS_REQUIRE_POSTGRES") == "1"
 
