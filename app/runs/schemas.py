@@ -80,7 +80,8 @@ class RunList(BaseModel):
 class SampleIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    step: int = Field(ge=0)
+    # Steps are exact in float64 up to 2**53, as for metric rows.
+    step: int = Field(ge=0, le=2**53)
     text: StorableText = Field(max_length=100_000)
 
 

@@ -170,3 +170,34 @@ def test_the_422_body_matches_its_schema(client: httpx.Client) -> None:
     assert response.status_code == 422
     for item in response.json()["detail"]:
         assert set(item) == {"loc", "field", "msg", "type"}
+
+
+def test_a_sample_step_beyond_the_column_is_422(client: TestClient) -> None:
+    """Found by schemathesis: a 2**72 step was a 500 on PostgreSQL."""
+    run_id = create_external_run(client)
+    response = client.post(f"/api/runs/{run_id}/samples", json={"step": 2**72, "text": "x"})
+    assert response.status_code == 422
+
+
+@pytest.mark.parametrize("name", ["a\x00b", "tab\there", "bell\x07"])
+def test_metric_names_with_control_characters_are_refused(client: TestClient, name: str) -> None:
+    """Found by schemathesis: NUL in a metric name was a 500 on PostgreSQL."""
+    run_id = create_external_run(client)
+    response = ingest(client, run_id, [{"step": 0, "metrics": {name: 1.0, "ok": 2.0}}])
+    assert response.status_code == 422
+    assert client.get(f"/api/runs/{run_id}").json()["keys"] == []
+
+
+def test_dataset_uploads_are_parsed_off_the_loop_with_the_same_errors(
+    client: TestClient,
+) -> None:
+    schema = client.get("/openapi.json").json()["paths"]["/api/datasets"]["post"]
+    body_schema = schema["requestBody"]["content"]["application/json"]["schema"]
+    assert set(body_schema["required"]) == {"name", "text"}
+    json_type = {"Content-Type": "application/json"}
+    broken = client.post("/api/datasets", content=b'{"name": "x", "text": ', headers=json_type)
+    assert broken.status_code == 422 and broken.json()["detail"][0]["type"] == "json_invalid"
+    extra = client.post("/api/datasets", json={"name": "x", "text": "abc", "more": 1})
+    assert extra.status_code == 422 and extra.json()["detail"][0]["field"] == "more"
+    ok = client.post("/api/datasets", json={"name": "tiny", "text": "abc " * 100})
+    assert ok.status_code == 201 and ok.json()["n_chars"] == 400

@@ -86,6 +86,13 @@ def test_readme_explains_the_gpu_deploy() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "## Deploy on a GPU box" in readme
     assert "docker compose up" in readme and "nvidia-container-toolkit" in readme
+    deploy = readme.split("## Deploy on a GPU box", 1)[1].split("\n## ", 1)[0]
+    for needed in (
+        "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'",
+        "TRAINLENS_ALLOWED_HOSTS",
+        "TRAINLENS_WEBHOOK_ALLOWLIST",
+    ):
+        assert needed in deploy, needed
 
 
 def _compose_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:

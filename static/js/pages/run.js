@@ -106,7 +106,7 @@ function renderHeader() {
       run.preset ? el("span", { className: "muted" }, `preset ${run.preset}`) : null,
       el("span", { className: "muted" }, `${run.source} run #${run.id}`),
       el("span", { className: "toolbar", style: "margin-left:auto" }, stop, resume,
-        el("a", { className: "button", href: apiUrl(`/runs/${runId}/metrics.csv`, {}, { withToken: true }),
+        el("a", { className: "button", href: apiUrl(`/runs/${runId}/metrics.csv`),
           download: `run-${runId}-metrics.csv` }, "All metrics (CSV)"),
         el("a", { className: "button", href: `/compare.html?runs=${runId}` }, "Compare…"),
         remove)),
