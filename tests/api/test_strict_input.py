@@ -122,6 +122,10 @@ def test_error_messages_quote_bad_input_briefly(client: TestClient) -> None:
     assert response.status_code == 422 and len(response.content) < 2000
     response = client.post("/api/runs", json={"name": "x", "source": "external", long_key: 1})
     assert response.status_code == 422 and len(response.content) < 2000
+    # The repro: a 5 MB metric name came back three times (15.7 MB).
+    run_id = create_external_run(client)
+    response = ingest(client, run_id, [{"step": 0, "metrics": {"k" * 5_000_000: 1.0}}])
+    assert response.status_code == 422 and len(response.content) < 2000
 
 
 def test_openapi_documents_every_status_and_the_422_shape(client: TestClient) -> None:
