@@ -65,12 +65,18 @@ PlainName = Annotated[str, AfterValidator(_plain_name)]
 StorableText = Annotated[str, AfterValidator(_storable_text)]
 
 
-def document_problems(value: Any, path: str) -> list[tuple[str, str]]:
+# Deeper documents cannot be serialized back (pydantic stops at a few hundred levels).
+MAX_DOCUMENT_DEPTH = 64
+
+
+def document_problems(value: Any, path: str, depth: int = 0) -> list[tuple[str, str]]:
     """(field, reason) for every part of a JSON document the API refuses to store:
     non-finite numbers (the raw NaN / Infinity tokens, which are not JSON and would come
-    back as null) and NUL characters in keys or strings."""
+    back as null), NUL characters in keys or strings, and nesting past 64 levels."""
     problems: list[tuple[str, str]] = []
-    if isinstance(value, float) and not math.isfinite(value):
+    if depth > MAX_DOCUMENT_DEPTH:
+        problems.append((path, f"nested more than {MAX_DOCUMENT_DEPTH} levels deep"))
+    elif isinstance(value, float) and not math.isfinite(value):
         problems.append((path, "must be a finite number (NaN and Infinity are not JSON)"))
     elif isinstance(value, str) and "\x00" in value:
         problems.append((path, "must not contain NUL characters"))
@@ -79,8 +85,8 @@ def document_problems(value: Any, path: str) -> list[tuple[str, str]]:
             if "\x00" in key:
                 problems.append((path, "keys must not contain NUL characters"))
                 continue
-            problems += document_problems(item, f"{path}.{key}")
+            problems += document_problems(item, f"{path}.{key}", depth + 1)
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            problems += document_problems(item, f"{path}[{index}]")
+            problems += document_problems(item, f"{path}[{index}]", depth + 1)
     return problems

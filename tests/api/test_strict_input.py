@@ -205,3 +205,18 @@ def test_dataset_uploads_are_parsed_off_the_loop_with_the_same_errors(
     assert extra.status_code == 422 and extra.json()["detail"][0]["field"] == "more"
     ok = client.post("/api/datasets", json={"name": "tiny", "text": "abc " * 100})
     assert ok.status_code == 201 and ok.json()["n_chars"] == 400
+
+
+def test_configs_nested_too_deeply_are_422_not_500(client: TestClient) -> None:
+    """300 levels of lists was a 500: the stored run could not be serialized back."""
+    for depth in (300, 900):
+        nested = "[" * depth + "]" * depth
+        body = f'{{"name": "x", "source": "external", "config": {{"a": {nested}}}}}'
+        response = client.post(
+            "/api/runs", content=body.encode(), headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code in (400, 422), (depth, response.status_code)
+    shallow = client.post(
+        "/api/runs", json={"name": "x", "source": "external", "config": {"a": [[[1]]]}}
+    )
+    assert shallow.status_code == 201
