@@ -32,8 +32,9 @@ router = APIRouter(tags=["runs"])
 def create_run(
     body: RunCreate, session: WriteSession, store: StoreDep, settings: SettingsDep
 ) -> RunDetail:
-    """Queue a launched run for a worker, or open an external run for a script."""
-    run = service.create_run(session, body, settings)
+    """Queue a launched run for a worker, or open an external run for a script. A
+    launched config whose memory estimate exceeds its device is refused (422)."""
+    run = service.create_run(session, settings, body)
     return service.run_detail(session, store, run)
 
 
@@ -79,9 +80,11 @@ def stop_run(run_id: RunId, session: WriteSession, store: StoreDep) -> RunDetail
 
 
 @router.post("/runs/{run_id}/resume", response_model=RunDetail)
-def resume_run(run_id: RunId, session: WriteSession, store: StoreDep) -> RunDetail:
+def resume_run(
+    run_id: RunId, session: WriteSession, store: StoreDep, settings: SettingsDep
+) -> RunDetail:
     """Queue a stopped, interrupted or failed run to continue from its latest checkpoint."""
-    run = service.resume_run(session, service.get_run(session, run_id))
+    run = service.resume_run(session, settings, service.get_run(session, run_id))
     return service.run_detail(session, store, run)
 
 

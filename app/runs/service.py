@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from app import webhooks
 from app.config import Settings
 from app.errors import conflict, from_validation_error, invalid, invalid_fields, not_found
+from app.estimate.service import refuse_if_too_big
 from app.events import EventKind, publish
 from app.jsonutil import encode_float
 from app.metrics.cache import SeriesCache
@@ -94,7 +95,7 @@ def check_webhook(config: dict[str, Any], settings: Settings) -> None:
         raise invalid("config.actions.webhook_url", str(error)) from None
 
 
-def create_run(session: Session, body: RunCreate, settings: Settings) -> Run:
+def create_run(session: Session, settings: Settings, body: RunCreate) -> Run:
     problems = document_problems(body.config, "config")
     if problems:
         raise invalid_fields(problems)
@@ -111,6 +112,7 @@ def create_run(session: Session, body: RunCreate, settings: Settings) -> Run:
         )
     else:
         config = validate_train_config(session, body.preset, body.config)
+        refuse_if_too_big(config, settings)
         run = Run(
             name=body.name or body.preset or "run",
             source=RunSource.launched.value,
@@ -258,13 +260,18 @@ def stop_run(session: Session, run: Run) -> Run:
     return run
 
 
-def resume_run(session: Session, run: Run) -> Run:
+def resume_run(session: Session, settings: Settings, run: Run) -> Run:
     if run.source == RunSource.external:
         raise conflict(f"run {run.id} is fed by a script: resume it from the script")
     status = RunStatus(run.status)
     if status not in RESUMABLE_STATUSES:
         allowed = ", ".join(s.value for s in RESUMABLE_STATUSES)
         raise conflict(f"run {run.id} is {status.value}: only a {allowed} run can resume")
+    try:
+        config = TrainConfig(**run.config)
+    except ValidationError as error:
+        raise from_validation_error(error, ("config",)) from None
+    refuse_if_too_big(config, settings)
     run.attempt += 1
     transition(session, run, RunStatus.queued)
     return run
