@@ -28,19 +28,14 @@ from app.db import Database
 from app.jsonutil import encode_float
 from app.metrics.points import Points, read_page
 from app.metrics.store import MetricStore
+from app.spreadsheet import formula_safe
 
 PAGE_POINTS = 100_000
-# Spreadsheets run a cell that starts with one of these as a formula (CSV injection).
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
 def csv_text_cell(text: str) -> str:
-    """A text cell (a metric name) safe to open in a spreadsheet: a leading formula
-    character is defused with a quote, and the cell is CSV-quoted when it needs it."""
-    if text.startswith(_FORMULA_STARTS):
-        text = "'" + text
+    """A text cell (a metric name) safe to open in a spreadsheet, CSV-quoted when it
+    needs it."""
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="").writerow([text])
+    csv.writer(buffer, lineterminator="").writerow([formula_safe(text)])
     return buffer.getvalue()
 
 

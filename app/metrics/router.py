@@ -17,6 +17,7 @@ from app.metrics import export, service
 from app.metrics.downsample import Method
 from app.metrics.schemas import HistoryResponse, IngestRequest, IngestResponse, SeriesResponse
 from app.models import Run
+from app.strict import RunId, StepBound
 
 router = APIRouter(tags=["metrics"])
 
@@ -49,7 +50,7 @@ INGEST_BODY = {
 
 @router.post("/runs/{run_id}/metrics", response_model=IngestResponse, openapi_extra=INGEST_BODY)
 async def ingest_metrics(
-    run_id: int, request: Request, store: StoreDep, settings: SettingsDep
+    run_id: RunId, request: Request, store: StoreDep, settings: SettingsDep
 ) -> IngestResponse:
     """Write rows of metrics; a (key, step) written again replaces the earlier value.
 
@@ -75,13 +76,13 @@ KeysQuery = Annotated[str | None, Query(description="comma-separated metric name
     "/runs/{run_id}/metrics", response_model=None, responses={200: {"model": SeriesResponse}}
 )
 def query_metrics(
-    run_id: int,
+    run_id: RunId,
     session: ReadSession,
     store: StoreDep,
     settings: SettingsDep,
     keys: KeysQuery = None,
-    start: Annotated[int | None, Query(ge=0, description="first step, inclusive")] = None,
-    end: Annotated[int | None, Query(ge=0, description="last step, inclusive")] = None,
+    start: Annotated[StepBound | None, Query(description="first step, inclusive")] = None,
+    end: Annotated[StepBound | None, Query(description="last step, inclusive")] = None,
     max_points: Annotated[int | None, Query(ge=8)] = None,
     method: Method = Method.m4,
 ) -> Response:
@@ -106,7 +107,7 @@ class Layout(StrEnum):
 
 
 def _export_keys(
-    session: ReadSession, db: DatabaseDep, store: StoreDep, run_id: int, keys: str | None
+    session: ReadSession, db: DatabaseDep, store: StoreDep, run_id: RunId, keys: str | None
 ) -> dict[str, int]:
     if session.get(Run, run_id) is None:
         raise not_found("run", run_id)
@@ -115,7 +116,7 @@ def _export_keys(
 
 @router.get("/runs/{run_id}/metrics.csv", response_class=StreamingResponse)
 def export_metrics_csv(
-    run_id: int,
+    run_id: RunId,
     session: ReadSession,
     db: DatabaseDep,
     store: StoreDep,
@@ -141,7 +142,7 @@ def export_metrics_csv(
 
 @router.get("/runs/{run_id}/metrics.parquet", response_class=StreamingResponse)
 def export_metrics_parquet(
-    run_id: int,
+    run_id: RunId,
     session: ReadSession,
     db: DatabaseDep,
     store: StoreDep,
@@ -167,13 +168,13 @@ def export_metrics_parquet(
     "/runs/{run_id}/history", response_model=None, responses={200: {"model": HistoryResponse}}
 )
 def metric_history(
-    run_id: int,
+    run_id: RunId,
     session: ReadSession,
     db: DatabaseDep,
     store: StoreDep,
     keys: KeysQuery = None,
-    start: Annotated[int, Query(ge=0, description="first step, inclusive")] = 0,
-    end: Annotated[int | None, Query(ge=0, description="last step, inclusive")] = None,
+    start: Annotated[StepBound, Query(description="first step, inclusive")] = 0,
+    end: Annotated[StepBound | None, Query(description="last step, inclusive")] = None,
     limit: Annotated[int, Query(ge=1, le=100_000, description="at most this many steps")] = 10_000,
 ) -> Response:
     """A page of full-resolution history, one row per step and one column per key;
