@@ -179,11 +179,14 @@ def test_deleting_a_run_takes_its_points_and_summary(
 def test_migration_builds_the_summary_of_existing_points(tmp_path: Path) -> None:
     """Points stored before revision 0003 get their summary when it is applied."""
     from alembic import command
+    from alembic.script import ScriptDirectory
 
     from app.migrations import alembic_config
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
-    command.upgrade(alembic_config(url), "0001")
+    config = alembic_config(url)
+    before = ScriptDirectory.from_config(config).get_revision("0003").down_revision
+    command.upgrade(config, str(before))
     db = Database(url)
     with db.session(write=True) as session:
         session.execute(
