@@ -281,7 +281,7 @@ def test_the_login_form_trades_the_token_for_a_session_cookie(
     # The CSV link downloads with the session.
     page.goto(f"{token_server.url}/run.html?id={run_id}")
     with page.expect_download() as download:
-        page.get_by_role("link", name="All metrics (CSV)").click()
+        page.get_by_role("link", name="CSV (long)").click()
     assert "train/loss" in Path(download.value.path()).read_text()
 
 
