@@ -85,6 +85,13 @@ def invalid_fields(problems: list[tuple[str, str]]) -> AppError:
     return AppError(422, detail)
 
 
+def quoted(value: object, limit: int = 40) -> str:
+    """Bad input, quoted for an error message: repr'd (control characters escaped) and
+    cut to about `limit` characters, so a megabyte of garbage is not echoed back."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
     """("body", "rows", 3, "metrics", "train/loss") -> "rows[3].metrics.train/loss"."""
     path = ""

@@ -13,6 +13,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = [
     "bench.store",
+    "bench.ingest",
+    "bench.reads",
+    "bench.peers",
     "bench.sink",
     "bench.rules_engine",
     "bench.bench_trainer",
@@ -28,7 +31,8 @@ def main() -> int:
             continue
         print(f"\n== {module}", flush=True)
         args = [sys.executable, "-m", module]
-        if module == "bench.store" and os.environ.get("TRAINLENS_BENCH_POSTGRES_URL"):
+        postgres_aware = module in ("bench.store", "bench.ingest")
+        if postgres_aware and os.environ.get("TRAINLENS_BENCH_POSTGRES_URL"):
             args += ["--postgres-url", os.environ["TRAINLENS_BENCH_POSTGRES_URL"]]
         failed |= subprocess.call(args, cwd=ROOT)
     return failed

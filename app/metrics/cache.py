@@ -1,11 +1,12 @@
 """Series held in memory as numpy arrays, kept in step with the database through the
 change feed.
 
-Reading a million rows out of SQLite costs about a second; slicing and downsampling
-arrays costs milliseconds. A live dashboard asks for the same series again and again,
-so the API keeps them here. Each entry remembers the last event it has seen for its
-run; on every read it checks the feed (one indexed lookup) and either appends the new
-tail or, when a write rewrote older steps (a resumed run), reloads the series.
+Reading a million rows out of SQLite costs about a second; slicing arrays costs
+microseconds. The rule engine asks for the same series again and again, so the API
+keeps them here (charts read through the level-of-detail summary instead, see lod.py).
+Each entry remembers the last event it has seen for its run; on every read it checks
+the feed (one indexed lookup) and either appends the new tail or, when a write rewrote
+older steps (a resumed run), reloads the series.
 """
 
 from __future__ import annotations

@@ -2,52 +2,50 @@
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from app.db import Database
-from app.errors import invalid, not_found
+from app.errors import not_found
 from app.jsonutil import encode_float
-from app.metrics.cache import SeriesCache
+from app.metrics import lod
 from app.metrics.downsample import Method, downsample_indices
-from app.metrics.schemas import IngestRow
-from app.metrics.store import MetricRow, MetricStore, Series, WriteResult, metric_names
+from app.metrics.ingest import decode_rows
+from app.metrics.points import Points
+from app.metrics.schemas import IngestResponse
+from app.metrics.store import MetricStore, RunGone, metric_names
 from app.models import Run, RunSource, RunStatus
 from app.models.base import now
-from app.spreadsheet import formula_safe
 
 
-def ingest(
-    store: MetricStore, run_id: int, rows: Sequence[IngestRow], max_rows: int
-) -> WriteResult:
-    if len(rows) > max_rows:
-        raise invalid("rows", f"at most {max_rows} rows per request, got {len(rows)}")
+def ingest(store: MetricStore, run_id: int, body: bytes, max_rows: int) -> IngestResponse:
+    """Decode, check and write one ingest body. Runs in a worker thread: parsing a
+    ten-megabyte body must not hold up the event loop."""
     with store.db.session() as session:
         if session.get(Run, run_id) is None:
             raise not_found("run", run_id)
-    batch = [MetricRow(row.step, row.metrics, row.time) for row in rows]
-    key_ids = store.key_ids(metric_names(batch))
+    rows = decode_rows(body, max_rows)
+    key_ids = store.key_ids(metric_names(rows))
     with store.db.session(write=True) as session:
         run = session.get(Run, run_id)
         if run is None:  # deleted meanwhile
             raise not_found("run", run_id)
-        result = store.write_rows(session, run_id, batch, key_ids)
+        try:
+            result = store.write_rows(session, run_id, rows, key_ids)
+        except RunGone:
+            raise not_found("run", run_id) from None
         if run.source == RunSource.external and run.status == RunStatus.running:
             # For a script-fed run, arriving data is its sign of life.
             run.heartbeat_at = now()
-    return result
+    return IngestResponse(
+        run_id=run_id, rows=len(rows), points=result.points, last_step=result.last_step
+    )
 
 
 def query(
     session: Session,
     store: MetricStore,
-    cache: SeriesCache,
     run_id: int,
     keys: list[str] | None,
     start: int | None,
@@ -55,16 +53,24 @@ def query(
     max_points: int,
     method: Method,
 ) -> dict[str, Any]:
+    """Each series over [start, end], read through the level-of-detail summary: the
+    rows read grow with max_points, not with the series."""
     if session.get(Run, run_id) is None:
         raise not_found("run", run_id)
+    present = store.run_keys(session, run_id)
     if keys is None:
-        keys = sorted(store.run_keys(session, run_id))
-    key_ids = store.known_key_ids(session, keys)
-    loaded = cache.get_many(session, run_id, key_ids.values())
+        keys = sorted(present)
+    connection = session.connection()
     series = {}
     for name in keys:
-        whole = loaded.get(key_ids[name]) if name in key_ids else None
-        series[name] = _window(whole or Series.empty(), start, end, max_points, method)
+        info = present.get(name)
+        if info is None:
+            view = lod.View(Points.empty(), 0, True)
+        else:
+            lo = info.first_step if start is None else max(start, info.first_step)
+            hi = info.last_step if end is None else min(end, info.last_step)
+            view = lod.read_view(connection, run_id, info.key_id, lo, hi, max_points)
+        series[name] = _window(view, max_points, method)
     return {
         "run_id": run_id,
         "start": start,
@@ -74,70 +80,24 @@ def query(
     }
 
 
-def _window(
-    series: Series, start: int | None, end: int | None, max_points: int, method: Method
-) -> dict[str, Any]:
-    lo = 0 if start is None else int(np.searchsorted(series.steps, start, side="left"))
-    hi = len(series.steps) if end is None else int(np.searchsorted(series.steps, end, side="right"))
-    steps, values, times = series.steps[lo:hi], series.values[lo:hi], series.times[lo:hi]
-    total = len(steps)
-    downsampled = total > max_points
+def _window(view: lod.View, max_points: int, method: Method) -> dict[str, Any]:
+    steps, values, times = view.points.steps, view.points.values, view.points.times
+    downsampled = view.total > max_points
     if downsampled:
         keep = downsample_indices(steps, values, max_points, method)
         steps, values, times = steps[keep], values[keep], times[keep]
     return {
         "steps": steps.tolist(),
-        "values": _encode_values(values),
+        "values": encode_values(values),
         "times": times.tolist(),
         "downsampled": downsampled,
         "method": method.value if downsampled else "none",
-        "total_points": total,
+        "total_points": view.total,
     }
 
 
-def _encode_values(values: np.ndarray) -> list[float | str]:
+def encode_values(values: np.ndarray) -> list[float | str]:
     encoded: list[float | str] = values.tolist()
     for index in np.flatnonzero(~np.isfinite(values)).tolist():
         encoded[index] = encode_float(values[index])
     return encoded
-
-
-CSV_BATCH = 50_000
-
-
-def export_csv(
-    db: Database, store: MetricStore, run_id: int, keys: list[str] | None
-) -> Iterator[str]:
-    """Full resolution, one line per point: key,step,value,wall_time. Streams from the
-    database in primary-key order, so memory stays flat for any run size."""
-    with db.session() as session:
-        names = {row.key_id: name for name, row in store.run_keys(session, run_id).items()}
-    if keys is not None:
-        names = {key_id: name for key_id, name in names.items() if name in set(keys)}
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["key", "step", "value", "wall_time"])
-    yield buffer.getvalue()
-    for key_id in sorted(names, key=names.__getitem__):
-        with db.session() as session:
-            result = session.execute(
-                text(
-                    "SELECT step, value, nonfinite, wall_time FROM metrics "
-                    "WHERE run_id = :run_id AND key_id = :key_id ORDER BY step"
-                ),
-                {"run_id": run_id, "key_id": key_id},
-            )
-            while chunk := result.fetchmany(CSV_BATCH):
-                series = Series.from_rows(chunk)  # type: ignore[arg-type]
-                buffer.seek(0)
-                buffer.truncate()
-                writer.writerows(
-                    zip(
-                        [formula_safe(names[key_id])] * len(chunk),
-                        series.steps.tolist(),
-                        _encode_values(series.values),
-                        series.times.tolist(),
-                        strict=True,
-                    )
-                )
-                yield buffer.getvalue()

@@ -7,33 +7,29 @@ retried batch or a resumed run that repeats steps never duplicates a point.
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
-from sqlalchemy import case, func, select, update
+from sqlalchemy import Connection, case, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.db import Database
 from app.events import EventKind, publish
 from app.jsonutil import encode_float
-from app.models import MetricKey, NonFinite, Run, RunSeries, Sample
+from app.metrics import lod, pgcopy
+from app.metrics.points import Points, apply_nonfinite, nonfinite_flags
+from app.models import Metric, MetricKey, MetricLod, Run, RunSeries, Sample
 from app.models.base import now
 
 # Above this many points a batch's event carries only per-key step ranges; viewers then
 # fetch the range over REST instead of receiving megabytes through the live stream.
 EVENT_INLINE_POINTS = 5_000
-
-NONFINITE_VALUES = {
-    NonFinite.nan: math.nan,
-    NonFinite.pos_inf: math.inf,
-    NonFinite.neg_inf: -math.inf,
-}
-
+# PostgreSQL advisory lock class of a run's metric writes (the run id is the other half).
+WRITE_LOCK_CLASS = 15_0003
 
 @dataclass(frozen=True, slots=True)
 class MetricRow:
@@ -42,6 +38,18 @@ class MetricRow:
     step: int
     metrics: Mapping[str, float]
     time: float | None = None
+
+
+class RowLike(Protocol):
+    """A MetricRow, or a decoded ingest row: values may be the strings "NaN",
+    "Infinity", "-Infinity" (already checked)."""
+
+    @property
+    def step(self) -> int: ...
+    @property
+    def metrics(self) -> Mapping[str, float | str]: ...
+    @property
+    def time(self) -> float | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +82,8 @@ class Series:
             return cls.empty()
         # One C-level conversion of the whole table; a NULL value (non-finite) becomes NaN.
         table = np.array(rows, dtype=np.float64)
-        values = table[:, 1]
-        flags = table[:, 2]
-        for flag, special in NONFINITE_VALUES.items():
-            values[flags == flag] = special
-        return cls(table[:, 0].astype(np.int64), values.copy(), table[:, 3].copy())
+        values = apply_nonfinite(table[:, 1].copy(), table[:, 2])
+        return cls(table[:, 0].astype(np.int64), values, table[:, 3].copy())
 
     def concat(self, other: Series) -> Series:
         return Series(
@@ -88,17 +93,17 @@ class Series:
         )
 
 
-def metric_names(rows: Sequence[MetricRow]) -> set[str]:
+def metric_names(rows: Sequence[RowLike]) -> set[str]:
     # set.union walks each dict's keys in C: this runs over every point of a batch.
     return set().union(*[row.metrics.keys() for row in rows])
 
 
-def nonfinite_flag(value: float) -> int:
-    if math.isfinite(value):
-        return NonFinite.finite
-    if math.isnan(value):
-        return NonFinite.nan
-    return NonFinite.pos_inf if value > 0 else NonFinite.neg_inf
+class RunGone(LookupError):
+    """Points were written for a run that does not exist (or was just deleted)."""
+
+    def __init__(self, run_id: int) -> None:
+        super().__init__(f"run {run_id} not found")
+        self.run_id = run_id
 
 
 class MetricStore:
@@ -169,15 +174,27 @@ class MetricStore:
         self,
         session: Session,
         run_id: int,
-        rows: Sequence[MetricRow],
+        rows: Sequence[RowLike],
         key_ids: Mapping[str, int],
     ) -> WriteResult:
         """Upsert a batch inside the caller's transaction, update each key's latest
-        point, advance the run's last step, and append one points event."""
+        point and the level-of-detail summary, advance the run's last step, and append
+        one points event."""
         if not rows:
             return WriteResult(0, None, None)
-        points, summaries = _collect(run_id, rows, key_ids, now())
-        self._upsert_points(session, points)
+        batch = to_points(rows, key_ids, now())
+        connection = session.connection()
+        self._lock_run(connection, run_id)
+        previous_last: dict[int, int] = {
+            key_id: last_step
+            for key_id, last_step in session.execute(
+                select(RunSeries.key_id, RunSeries.last_step).where(RunSeries.run_id == run_id)
+            )
+        }
+        previous = np.array([previous_last.get(k, -1) for k in batch.keys.tolist()], np.int64)
+        self._upsert_points(session, run_id, batch, bool((batch.steps > previous).all()))
+        lod.update(connection, run_id, batch, previous)
+        summaries = _summaries(batch)
         self._update_series(session, run_id, summaries)
         first_step = min(summary.first for summary in summaries.values())
         last_step = max(summary.last for summary in summaries.values())
@@ -188,37 +205,94 @@ class MetricStore:
             .values(last_step=last_step)
         )
         names = {key_id: name for name, key_id in key_ids.items()}
-        payload = _event_payload(names, points, summaries, last_step)
+        payload = _event_payload(names, batch, summaries, last_step)
         publish(session, run_id, EventKind.points, payload)
-        return WriteResult(len(points), first_step, last_step)
+        return WriteResult(len(batch), first_step, last_step)
 
-    def _upsert_points(self, session: Session, values: list[tuple[Any, ...]]) -> None:
-        connection = session.connection()
+    def _lock_run(self, connection: Connection, run_id: int) -> None:
+        """The run must exist and stay until this transaction ends: points carry no
+        foreign key, so this one check per batch stands in for a trigger per row."""
         if connection.dialect.name == "sqlite":
-            # Straight to the driver: building SQLAlchemy parameter dicts for hundreds of
-            # thousands of rows costs more than SQLite's insert itself.
+            # The transaction holds SQLite's one write lock: no delete can come between.
+            found = connection.exec_driver_sql("SELECT 1 FROM runs WHERE id = ?", (run_id,))
+        else:
+            # One writer per run at a time: the summary's buckets are rebuilt from what
+            # the transaction reads, and an append that COPYs must not meet a concurrent
+            # write of the same steps. FOR KEY SHARE holds off a delete of the run.
             connection.exec_driver_sql(
-                "INSERT INTO metrics (run_id, key_id, step, value, nonfinite, wall_time) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, key_id, step) DO UPDATE SET "
-                "value = excluded.value, nonfinite = excluded.nonfinite, "
-                "wall_time = excluded.wall_time",
-                values,
+                "SELECT pg_advisory_xact_lock(%s, %s)", (WRITE_LOCK_CLASS, run_id)
             )
+            found = connection.exec_driver_sql(
+                "SELECT 1 FROM runs WHERE id = %s FOR KEY SHARE", (run_id,)
+            )
+        if found.first() is None:
+            raise RunGone(run_id)
+
+    def _upsert_points(
+        self, session: Session, run_id: int, batch: Points, appending: bool
+    ) -> None:
+        connection = session.connection()
+        if connection.dialect.name != "sqlite":
+            self._copy_points(connection, run_id, batch, appending)
             return
-        # PostgreSQL: one statement over arrays, instead of a round trip per row. One
-        # statement may not update a row twice, so the batch's last write of a
-        # (key, step) is kept, as SQLite's row-by-row upsert would.
-        unique = {(point[1], point[2]): point for point in values}
-        columns = list(zip(*unique.values(), strict=True))
-        connection.exec_driver_sql(
-            "INSERT INTO metrics (run_id, key_id, step, value, nonfinite, wall_time) "
-            "SELECT * FROM unnest(%s::integer[], %s::integer[], %s::bigint[], "
-            "%s::double precision[], %s::smallint[], %s::double precision[]) "
-            "ON CONFLICT (run_id, key_id, step) DO UPDATE SET "
-            "value = excluded.value, nonfinite = excluded.nonfinite, "
-            "wall_time = excluded.wall_time",
-            tuple(list(column) for column in columns),
+        flags = nonfinite_flags(batch.values)
+        values: list[float | None] = batch.values.tolist()
+        for index in np.flatnonzero(flags).tolist():
+            values[index] = None
+        columns = (
+            [run_id] * len(batch),
+            batch.keys.tolist(),
+            batch.steps.tolist(),
+            values,
+            flags.tolist(),
+            batch.times.tolist(),
         )
+        # Straight to the driver: building SQLAlchemy parameter dicts for hundreds of
+        # thousands of rows costs more than SQLite's insert itself.
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            # An append (every point new) needs no conflict clause.
+            cursor.executemany(
+                "INSERT INTO metrics (run_id, key_id, step, value, nonfinite, wall_time) "
+                "VALUES (?, ?, ?, ?, ?, ?)"
+                + (
+                    ""
+                    if appending
+                    else " ON CONFLICT (run_id, key_id, step) DO UPDATE SET "
+                    "value = excluded.value, nonfinite = excluded.nonfinite, "
+                    "wall_time = excluded.wall_time"
+                ),
+                zip(*columns, strict=True),
+            )
+        finally:
+            cursor.close()
+
+    def _copy_points(
+        self, connection: Connection, run_id: int, batch: Points, appending: bool
+    ) -> None:
+        # PostgreSQL: binary COPY; straight into the table when every point is new.
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        data = pgcopy.metrics_copy_data(run_id, batch)
+
+        def fill(table: str) -> None:
+            with cursor.copy(
+                f"COPY {table} ({pgcopy.METRIC_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+            ) as copy:
+                copy.write(data)
+
+        try:
+            if appending:
+                fill("metrics")
+            else:
+                pgcopy.upsert_via_temp(
+                    cursor,
+                    "metrics",
+                    pgcopy.METRIC_COLUMNS.split(", "),
+                    ("run_id", "key_id", "step"),
+                    fill,
+                )
+        finally:
+            cursor.close()
 
     def _update_series(
         self, session: Session, run_id: int, summaries: dict[int, _KeySummary]
@@ -249,9 +323,9 @@ class MetricStore:
                     "key_id": key_id,
                     "first_step": summary.first,
                     "last_step": summary.last,
-                    "last_value": summary.latest[3],
-                    "last_nonfinite": summary.latest[4],
-                    "last_time": summary.latest[5],
+                    "last_value": None if summary.last_flag else summary.last_value,
+                    "last_nonfinite": summary.last_flag,
+                    "last_time": summary.last_time,
                 }
                 for key_id, summary in summaries.items()
             ],
@@ -289,81 +363,98 @@ class MetricStore:
         return {self.key_name(session, row.key_id): row for row in rows}
 
 
-Point = tuple[int, int, int, float | None, int, float]
-
-
 @dataclass(slots=True)
 class _KeySummary:
     first: int
     last: int
-    latest: Point
+    last_value: float
+    last_flag: int
+    last_time: float
+    start: int  # the key's slice of the batch
+    stop: int
 
 
-def _collect(
-    run_id: int, rows: Sequence[MetricRow], key_ids: Mapping[str, int], default_time: float
-) -> tuple[list[Point], dict[int, _KeySummary]]:
-    """Rows to stored points (run_id, key_id, step, value, nonfinite, wall_time), with each
-    key's step range and latest point. This is the ingest hot path: the point loop does
-    nothing else, and the summaries come from the rows' order."""
-    if any(rows[i].step > rows[i + 1].step for i in range(len(rows) - 1)):
-        rows = sorted(rows, key=lambda row: row.step)  # stable: later writes stay later
-    points: list[Point] = []
-    append = points.append
+def to_points(rows: Sequence[RowLike], key_ids: Mapping[str, int], default_time: float) -> Points:
+    """Rows to columns sorted by (key, step), each (key, step) once: a later row's value
+    for the same step wins, as it would in row-by-row upserts. This is the ingest hot
+    path: the Python loop runs per row, never per point."""
+    names: list[str] = []
+    values: list[float | str] = []
+    lengths: list[int] = []
+    steps: list[int] = []
+    times: list[float] = []
     for row in rows:
-        wall_time = default_time if row.time is None else row.time
-        step = row.step
-        for name, value in row.metrics.items():
-            # x - x is 0.0 exactly for finite x, NaN for NaN and for infinities.
-            if value - value == 0.0:
-                append((run_id, key_ids[name], step, value, 0, wall_time))
-            else:
-                append((run_id, key_ids[name], step, None, nonfinite_flag(value), wall_time))
-    return points, _summaries(rows, key_ids, points)
+        metrics = row.metrics
+        names.extend(metrics)
+        values.extend(metrics.values())
+        lengths.append(len(metrics))
+        steps.append(row.step)
+        times.append(default_time if row.time is None else row.time)
+    count = len(names)
+    keys = np.fromiter(map(key_ids.__getitem__, names), np.int64, count)
+    # float() reads the strings "NaN", "Infinity", "-Infinity" as themselves.
+    value_array = np.array(values, dtype=np.float64)
+    repeats = np.array(lengths, np.int64)
+    step_array = np.repeat(np.array(steps, np.int64), repeats)
+    time_array = np.repeat(np.array(times, np.float64), repeats)
+    order = np.lexsort((np.arange(count), step_array, keys))
+    keys, step_array = keys[order], step_array[order]
+    last = np.ones(count, bool)
+    last[:-1] = (keys[1:] != keys[:-1]) | (step_array[1:] != step_array[:-1])
+    keep = order[last]
+    return Points(
+        keys[last],
+        step_array[last],
+        value_array[keep],
+        time_array[keep],
+        np.ones(len(keep), np.int64),
+    )
 
 
-def _summaries(
-    rows: Sequence[MetricRow], key_ids: Mapping[str, int], points: list[Point]
-) -> dict[int, _KeySummary]:
-    """First step, last step and latest point per key, for step-sorted rows: scan from
-    each end only until every key has been seen (usually a handful of rows)."""
-    wanted = len(key_ids)
-    first: dict[int, int] = {}
-    for row in rows:
-        for name in row.metrics:
-            first.setdefault(key_ids[name], row.step)
-        if len(first) == wanted:
-            break
-    latest: dict[int, Point] = {}
-    for point in reversed(points):
-        if point[1] not in latest:
-            latest[point[1]] = point
-            if len(latest) == wanted:
-                break
-    return {key_id: _KeySummary(first[key_id], point[2], point) for key_id, point in latest.items()}
+def _summaries(batch: Points) -> dict[int, _KeySummary]:
+    """Per key of a (key, step)-sorted batch: its first and last step and latest point."""
+    starts = np.flatnonzero(np.diff(batch.keys, prepend=-1) != 0)
+    stops = np.append(starts[1:], len(batch))
+    lasts = stops - 1
+    return {
+        key_id: _KeySummary(first, last, value, flag, wall_time, start, stop)
+        for key_id, first, last, value, flag, wall_time, start, stop in zip(
+            batch.keys[starts].tolist(),
+            batch.steps[starts].tolist(),
+            batch.steps[lasts].tolist(),
+            batch.values[lasts].tolist(),
+            nonfinite_flags(batch.values[lasts]).tolist(),
+            batch.times[lasts].tolist(),
+            starts.tolist(),
+            stops.tolist(),
+            strict=True,
+        )
+    }
 
 
 def _event_payload(
     names: Mapping[int, str],
-    points: list[Point],
+    batch: Points,
     summaries: dict[int, _KeySummary],
     last_step: int,
 ) -> dict[str, Any]:
     """Per key its step range; for small batches the points themselves, so live
     viewers need no extra request."""
-    inline = len(points) <= EVENT_INLINE_POINTS
-    keys: dict[str, dict[str, Any]] = {
-        names[key_id]: {"first": summary.first, "last": summary.last}
-        for key_id, summary in summaries.items()
-    }
-    if inline:
-        for _, key_id, step, value, flag, wall_time in sorted(points, key=lambda p: (p[1], p[2])):
-            entry = keys[names[key_id]]
-            entry.setdefault("steps", []).append(step)
-            entry.setdefault("values", []).append(
-                encode_float(NONFINITE_VALUES[NonFinite(flag)]) if flag else value
-            )
-            entry.setdefault("times", []).append(wall_time)
+    inline = len(batch) <= EVENT_INLINE_POINTS
+    keys: dict[str, dict[str, Any]] = {}
+    for key_id, summary in summaries.items():
+        entry: dict[str, Any] = {"first": summary.first, "last": summary.last}
+        if inline:
+            part = slice(summary.start, summary.stop)
+            entry["steps"] = batch.steps[part].tolist()
+            entry["values"] = [encode_float(v) for v in batch.values[part].tolist()]
+            entry["times"] = batch.times[part].tolist()
+        keys[names[key_id]] = entry
     return {"keys": keys, "last_step": last_step, "inline": inline}
+def delete_run_points(session: Session, run_id: int) -> None:
+    """Delete a run's points and summary (they carry no foreign key to cascade)."""
+    session.execute(delete(Metric).where(Metric.run_id == run_id))
+    session.execute(delete(MetricLod).where(MetricLod.run_id == run_id))
 
 
 def add_sample(session: Session, run_id: int, step: int, text: str) -> Sample:

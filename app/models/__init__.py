@@ -3,7 +3,15 @@
 from app.models.base import Base
 from app.models.dataset import Dataset
 from app.models.finding import Finding, RuleState
-from app.models.metric import Event, Metric, MetricKey, NonFinite, RunSeries, Sample
+from app.models.metric import (
+    Event,
+    Metric,
+    MetricKey,
+    MetricLod,
+    NonFinite,
+    RunSeries,
+    Sample,
+)
 from app.models.run import (
     ACTIVE_STATUSES,
     FINISHED_STATUSES,
@@ -23,6 +31,7 @@ __all__ = [
     "Finding",
     "Metric",
     "MetricKey",
+    "MetricLod",
     "NonFinite",
     "RuleState",
     "Run",

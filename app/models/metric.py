@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, SmallInteger, String, Text
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    String,
+    Text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, now
@@ -32,12 +41,33 @@ class Metric(Base):
     # SQLite the table is stored as that B-tree itself: no rowid, no second index.
     __table_args__ = {"sqlite_with_rowid": False}
 
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
-    key_id: Mapped[int] = mapped_column(ForeignKey("metric_keys.id"), primary_key=True)
+    # No foreign keys: PostgreSQL would run two per-row triggers for them, several
+    # times the cost of the insert itself. Instead the write path locks the run's row
+    # once per batch (MetricStore.write_rows) and deleting a run deletes its points.
+    run_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    key_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     step: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     value: Mapped[float | None]
     nonfinite: Mapped[int] = mapped_column(SmallInteger, default=0)
     wall_time: Mapped[float]
+
+
+class MetricLod(Base):
+    """The level-of-detail summary of a series (see app/metrics/lod.py): per level and
+    bucket of steps, how many points it holds and its extreme points, packed."""
+
+    __tablename__ = "metric_lod"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    # No foreign keys, as for Metric.
+    run_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    key_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    level: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    n_points: Mapped[int] = mapped_column(BigInteger)
+    # (step int64, value float64, wall time float64) little-endian records; non-finite
+    # values are stored as themselves.
+    points: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class RunSeries(Base):

@@ -17,7 +17,8 @@ from app.estimate.service import refuse_if_too_big
 from app.events import EventKind, publish
 from app.jsonutil import encode_float
 from app.metrics.cache import SeriesCache
-from app.metrics.store import NONFINITE_VALUES, MetricStore
+from app.metrics.points import NONFINITE_VALUES
+from app.metrics.store import MetricStore, delete_run_points
 from app.models import (
     ACTIVE_STATUSES,
     RESUMABLE_STATUSES,
@@ -445,9 +446,11 @@ def heartbeat(session: Session, run: Run) -> Run:
 
 
 def delete_run(session: Session, settings: Settings, cache: SeriesCache, run: Run) -> None:
-    """Delete the run with its metrics, findings and samples (foreign keys cascade).
-    A worker training it notices the run is gone and ends the child process."""
+    """Delete the run with its metrics, findings and samples (foreign keys cascade;
+    metric points have none, see app.models.metric.Metric). A worker training it
+    notices the run is gone and ends the child process."""
     run_id = run.id
+    delete_run_points(session, run_id)
     session.delete(run)
     publish(session, run_id, EventKind.deleted, {})
     session.flush()
