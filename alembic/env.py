@@ -36,10 +36,25 @@ def run_migrations_online() -> None:
 
 
 def _run(connection) -> None:  # type: ignore[no-untyped-def]
-    # Batch mode lets later migrations ALTER tables on SQLite (copy-and-move).
-    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
-    with context.begin_transaction():
-        context.run_migrations()
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        # Batch mode ALTERs a SQLite table by copy-and-move: it drops the old table, and
+        # with foreign keys on, that DROP cascades into every child table (a migration
+        # that adds a column to `runs` would delete all findings and samples). The pragma
+        # is a no-op inside a transaction, so it is set before one begins.
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        connection.commit()  # the pragma autobegan a transaction: close it before alembic's
+    try:
+        # Batch mode lets later migrations ALTER tables on SQLite (copy-and-move).
+        context.configure(
+            connection=connection, target_metadata=target_metadata, render_as_batch=True
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+    finally:
+        if sqlite:
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            connection.commit()
 
 
 if context.is_offline_mode():

@@ -20,13 +20,13 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("runs") as batch:
-        batch.add_column(
-            sa.Column("tags", JSON_DOC, nullable=False, server_default=sa.text("'[]'"))
-        )
-        batch.add_column(
-            sa.Column("notes", sa.Text(), nullable=False, server_default=sa.text("''"))
-        )
+    # Plain ADD COLUMN on both databases: no copy-and-move of `runs` on SQLite.
+    op.add_column(
+        "runs", sa.Column("tags", JSON_DOC, nullable=False, server_default=sa.text("'[]'"))
+    )
+    op.add_column(
+        "runs", sa.Column("notes", sa.Text(), nullable=False, server_default=sa.text("''"))
+    )
 
 
 def downgrade() -> None:
