@@ -142,6 +142,13 @@ def install_error_handlers(app: FastAPI) -> None:
         limit = int(request.scope.get(MAX_BODY_SIZE_SCOPE_KEY, 0))
         return JSONResponse({"detail": too_large_detail(limit)}, status_code=413)
 
+    @app.exception_handler(404)
+    async def _no_such_path(request: Request, _error: StarletteHTTPException) -> JSONResponse:
+        # Only /api paths get here: the dashboard's mount serves its own HTML 404 page.
+        return JSONResponse(
+            {"detail": f"API path {truncate(request.url.path)} not found"}, status_code=404
+        )
+
     @app.exception_handler(RequestValidationError)
     async def _request_validation(_request: Request, error: RequestValidationError) -> JSONResponse:
         detail = validation_detail(list(error.errors()))

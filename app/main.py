@@ -21,7 +21,7 @@ from app.auth.router import router as auth_router
 from app.config import Settings, get_settings
 from app.datasets.router import router as datasets_router
 from app.db import Database
-from app.errors import install_error_handlers, not_found
+from app.errors import install_error_handlers
 from app.estimate.router import router as estimate_router
 from app.findings.router import router as findings_router
 from app.metrics.cache import SeriesCache
@@ -117,12 +117,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "database": db.engine.dialect.name,
             "schema_revision": revision,
         }
-
-    @app.get("/api/{path:path}", include_in_schema=False)
-    def api_not_found(path: str) -> None:
-        # Unknown API paths answer JSON; every other unknown path gets the HTML 404 page
-        # (static/404.html, which the static mount serves).
-        raise not_found("API path", f"/api/{path[:200]}")
 
     @app.get("/vendor/plotly.min.js", include_in_schema=False)
     def plotly_js() -> FileResponse:

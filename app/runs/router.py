@@ -105,7 +105,7 @@ def run_columns(session: ReadSession) -> RunColumns:
     return service.run_columns(session)
 
 
-@router.get("/runs/{run_id}", response_model=RunDetail)
+@router.get("/runs/{run_id:int}", response_model=RunDetail)
 def get_run(
     run_id: RunId, session: ReadSession, store: StoreDep, settings: SettingsDep
 ) -> RunDetail:
@@ -113,7 +113,7 @@ def get_run(
     return service.run_detail(session, settings, store, service.get_run(session, run_id))
 
 
-@router.patch("/runs/{run_id}", response_model=RunDetail)
+@router.patch("/runs/{run_id:int}", response_model=RunDetail)
 def update_run(
     run_id: RunId, body: RunUpdate, session: WriteSession, store: StoreDep, settings: SettingsDep
 ) -> RunDetail:
@@ -200,7 +200,7 @@ def heartbeat(run_id: RunId, session: WriteSession) -> Response:
     return Response(status_code=204)
 
 
-@router.delete("/runs/{run_id}", status_code=204)
+@router.delete("/runs/{run_id:int}", status_code=204)
 def delete_run(
     run_id: RunId, session: WriteSession, settings: SettingsDep, cache: CacheDep
 ) -> Response:
