@@ -6,18 +6,24 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from app.jsonutil import decode_float
+from trainlens.wire import (
+    MAX_STEP,
+    METRIC_NAME_MAX_LENGTH,
+    METRIC_NAME_PATTERN,
+    decode_float,
+)
 
 # A metric value: a JSON number, or "NaN" / "Infinity" / "-Infinity".
 MetricValue = Annotated[float, BeforeValidator(decode_float)]
-MetricName = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\s,]+$")]
+MetricName = Annotated[
+    str, Field(min_length=1, max_length=METRIC_NAME_MAX_LENGTH, pattern=METRIC_NAME_PATTERN)
+]
 
 
 class IngestRow(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    # Steps travel through float64 arrays on the way out, exact up to 2**53.
-    step: int = Field(ge=0, le=2**53)
+    step: int = Field(ge=0, le=MAX_STEP)
     metrics: dict[MetricName, MetricValue] = Field(min_length=1)
     time: float | None = Field(default=None, description="Unix epoch seconds; default: now")
 
