@@ -118,8 +118,20 @@ def mlflow_logger(tmp: Path) -> tuple[LogCall, Callable[[], None]] | None:
     return (lambda row, step: mlflow.log_metrics(row, step=step)), mlflow.end_run
 
 
-def _done() -> None:
-    pass
+def checks_alone() -> tuple[LogCall, Callable[[], None]]:
+    """log()'s own work (validate, enqueue) with no background thread and no server:
+    what this machine's scheduler alone does to the tail of a call that long."""
+    from collections import deque
+
+    from trainlens.wire import check_metrics
+
+    known: set[str] = set()
+    queue: deque[tuple[int, dict[str, float]]] = deque(maxlen=10_000)
+
+    def log(row: dict[str, float], step: int) -> None:
+        queue.append((step, check_metrics(row, known)))
+
+    return log, queue.clear
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -135,7 +147,7 @@ def latency_table(calls: int, keys: int, pace_seconds: float) -> None:
         tmp = Path(name)
         with live_server(tmp) as url:
             candidates: list[tuple[str, Callable[[], Any]]] = [
-                ("no-op call (this machine's noise)", lambda: (lambda row, step: None, _done)),
+                ("same checks, no threads (noise)", checks_alone),
                 ("trainlens (online, live server)", lambda: trainlens_logger(url, tmp)),
                 ("trainlens (offline journal)", lambda: trainlens_logger(None, tmp)),
                 ("wandb (mode=offline)", lambda: wandb_logger(tmp)),
@@ -160,12 +172,20 @@ def latency_table(calls: int, keys: int, pace_seconds: float) -> None:
 
 def loop_overhead(blocks: int, steps_per_block: int, keys: int) -> None:
     """A small MLP trained on CPU; blocks of steps alternate with and without logging
-    the same 35 values (computed in both), so drift and noise hit both alike."""
+    the same 35 values (computed in both), so drift and noise hit both alike. Online,
+    the server runs on the same machine (ingest and rule engine included); offline,
+    every row goes to the journal."""
+    for online in (True, False):
+        _loop_overhead(blocks, steps_per_block, keys, online)
+
+
+def _loop_overhead(blocks: int, steps_per_block: int, keys: int, online: bool) -> None:
     import torch
 
     import trainlens
 
     torch.manual_seed(0)
+    torch.set_num_threads(1)  # steadier step times on a shared machine
     model = torch.nn.Sequential(
         torch.nn.Linear(256, 512), torch.nn.GELU(), torch.nn.Linear(512, 256)
     )
@@ -174,8 +194,9 @@ def loop_overhead(blocks: int, steps_per_block: int, keys: int) -> None:
     names = row_names(keys)
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        with live_server(tmp) as url:
-            run = trainlens.init("loop", url=url, offline_dir=tmp / "runs")
+        with live_server(tmp) if online else contextlib.nullcontext(None) as url:
+            mode = "auto" if online else "offline"
+            run = trainlens.init("loop", url=url, offline_dir=tmp / "runs", mode=mode)
             step = 0
             times: dict[bool, list[float]] = {True: [], False: []}
             for block in range(blocks * 2):
@@ -196,7 +217,8 @@ def loop_overhead(blocks: int, steps_per_block: int, keys: int) -> None:
     with_log = statistics.median(times[True]) * 1e3
     without = statistics.median(times[False]) * 1e3
     print(
-        f"training loop ({blocks * steps_per_block} steps each way, interleaved): "
+        f"training loop, {'online' if online else 'offline'} "
+        f"({blocks * steps_per_block} steps each way, interleaved): "
         f"median step {without:.3f} ms without logging, {with_log:.3f} ms with; "
         f"overhead {100 * (with_log / without - 1):+.2f}%"
     )
@@ -210,6 +232,7 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=35)
     parser.add_argument("--pace-ms", type=float, default=0.2)
     parser.add_argument("--loop-blocks", type=int, default=30)
+    parser.add_argument("--only", choices=["latency", "loop"], help="run one part")
     parser.add_argument("--loop-steps", type=int, default=50, help="steps per block")
     parser.add_argument(
         "--peers",
@@ -219,8 +242,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.peers:
         sys.path.append(args.peers)
-    latency_table(args.calls, args.keys, args.pace_ms / 1000)
-    loop_overhead(args.loop_blocks, args.loop_steps, args.keys)
+    if args.only != "loop":
+        latency_table(args.calls, args.keys, args.pace_ms / 1000)
+    if args.only != "latency":
+        loop_overhead(args.loop_blocks, args.loop_steps, args.keys)
 
 
 if __name__ == "__main__":

@@ -86,6 +86,7 @@ class Run:
         self._names: set[str] = set()
         self._next_step = 0
         self._last_step: int | None = None
+        self._system_step: int | None = None
         self._crash: str | None = None
         self._stop = threading.Event()
         self.transport: Transport | OfflineTransport
@@ -177,13 +178,18 @@ class Run:
             pass  # the data path notices an outage and says so, once
 
     def _log_system(self, monitor: Any) -> None:
+        step = self._last_step
+        if step is None or step == self._system_step or self.finished:
+            # Once per new step at most: a hung script then writes no new points, so
+            # the `stalled` rule still sees it stop (its heartbeat says it is alive).
+            return
+        self._system_step = step
         try:
             row = monitor.sample()
         except Exception as error:  # a flaky driver must never touch training
             log.debug("trainlens: system metrics unavailable: %s", error)
             return
-        if row and not self.finished:
-            step = self._last_step if self._last_step is not None else 0
+        if row:
             self.transport.put_row(step, row, time.time())
 
     # -- the end -------------------------------------------------------------------------

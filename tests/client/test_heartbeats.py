@@ -22,9 +22,11 @@ from tests.conftest import ROOT, LiveServer
 SCRIPT = """
 import sys, time, trainlens
 run = trainlens.init(sys.argv[1], url=sys.argv[2], heartbeat_interval=0.3,
-                     offline_dir=sys.argv[3], system_metrics=False)
+                     offline_dir=sys.argv[3], system_interval=0.2)
 for step in range(5):
     run.log({"train/loss": 1.0}, step=step)
+    time.sleep(0.1)
+time.sleep(0.5)  # a system sample at the last step
 run.flush()
 print("ready", run.id, flush=True)
 time.sleep(600)  # hung: no more steps, but the process (and its heartbeat) lives on
@@ -70,7 +72,9 @@ def test_a_killed_script_crashes_and_a_hung_one_keeps_running(
     hung, hung_id = _start(script, "hung", server, tmp_path)
     killed, killed_id = _start(script, "killed", server, tmp_path)
     try:
-        step_at = run_detail(server, hung_id)["last_step_at"]
+        before = run_detail(server, hung_id)
+        step_at = before["last_step_at"]
+        assert "sys/cpu_percent" in before["keys"] and "sys/mem_gb" in before["keys"]
         os.killpg(killed.pid, signal.SIGKILL)
         killed.wait()
         killed_at = time.monotonic()
@@ -85,6 +89,8 @@ def test_a_killed_script_crashes_and_a_hung_one_keeps_running(
         assert detail["status"] == "running"
         assert detail["last_step"] == 4 and detail["last_step_at"] == step_at
         assert detail["heartbeat_at"] > step_at + 3
+        # system metrics are sampled once per new step: a hang writes no new points
+        assert detail["latest"]["sys/mem_gb"] == before["latest"]["sys/mem_gb"]
     finally:
         for process in (hung, killed):
             if process.poll() is None:
