@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 import trainlens
-from tests.client.conftest import run_detail, series
-from tests.conftest import LiveServer
+from tests.client.conftest import all_runs, run_detail, series, trainlens_cli
+from tests.conftest import ROOT, LiveServer
 
 
 def test_a_script_logs_and_finishes(live_server: LiveServer, tmp_path: Path) -> None:
@@ -97,3 +100,55 @@ def test_a_bad_step_fails_in_the_caller(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="step"):
         run.log({"a": 1.0}, step=1.5)  # type: ignore[arg-type]
     run.finish()
+
+
+SCRIPT_ENDS = """
+import sys, trainlens
+trainlens.init(sys.argv[1], url=sys.argv[2], offline_dir=sys.argv[3], system_metrics=False)
+trainlens.log({"train/loss": 2.0}, step=0)
+if sys.argv[1] == "raises":
+    raise ValueError("bad batch")
+"""
+
+
+def test_a_script_that_never_calls_finish_still_ends_its_run(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT_ENDS)
+    outcomes = {}
+    for name in ("returns", "raises"):
+        result = subprocess.run(
+            [sys.executable, str(script), name, live_server.url, str(tmp_path / "runs")],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        outcomes[name] = result.returncode
+    assert outcomes == {"returns": 0, "raises": 1}  # the script's own exit status stands
+    runs = {run["name"]: run for run in all_runs(live_server)}
+    assert runs["returns"]["status"] == "completed"
+    assert runs["raises"]["status"] == "failed"
+    assert "ValueError: bad batch" in run_detail(live_server, runs["raises"]["id"])["error"]
+
+
+def test_a_token_protected_server(tmp_path: Path, sqlite_url: str) -> None:
+    server = LiveServer(tmp_path / "live", sqlite_url, extra_env={"TRAINLENS_TOKEN": "s3cret"})
+    try:
+        server.wait_ready()
+        with pytest.raises(PermissionError, match="token"):
+            trainlens.init(url=server.url, token="wrong", offline_dir=tmp_path)
+        offline = trainlens.init("later", mode="offline", offline_dir=tmp_path / "runs")
+        offline.log({"a": 1.0})
+        offline.finish()
+        with trainlens.init(url=server.url, token="s3cret", offline_dir=tmp_path) as run:
+            run.log({"a": 1.0}, step=0)
+        headers = {"Authorization": "Bearer s3cret"}
+        detail = httpx.get(f"{server.url}/api/runs/{run.id}", headers=headers).json()
+        assert detail["status"] == "completed" and detail["last_step"] == 0
+        env = {"TRAINLENS_URL": server.url, "TRAINLENS_TOKEN": "s3cret"}
+        result = trainlens_cli("sync", str(tmp_path / "runs"), env=env)
+        assert result.returncode == 0, result.stderr
+    finally:
+        server.stop()
