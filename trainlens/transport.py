@@ -92,7 +92,8 @@ class Transport:
         self._samples: deque[tuple[int, str, float]] = deque()
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._idle = threading.Condition(self._lock)
+        # Its own lock: waiting flushes must never hold up put_row (it checks files).
+        self._idle = threading.Condition()
         self._inflight: list[Row] = []
         self._inflight_samples: list[tuple[int, str, float]] = []
         self._journal_offset = 0  # bytes of the journal's metrics already uploaded
@@ -158,7 +159,7 @@ class Transport:
             samples = self._inflight_samples + list(self._samples)
             self._rows.clear()
             self._samples.clear()
-            settled = self._settled()
+        settled = self._settled()
         if rows:
             self.journal.append(METRICS, row_lines(rows))
         if samples:
