@@ -3,7 +3,7 @@ p99, max over 20,000 calls), side by side with wandb (offline mode) and
 `mlflow.log_metrics` when those are importable; and the overhead of logging on a small
 real CPU training loop, with and without `run.log()`, interleaved, medians.
 
-    python -m bench.client [--calls 20000] [--keys 35] [--pace-ms 0.2] [--loop-blocks 30]
+    python -m bench.client [--calls 20000] [--keys 35] [--pace-ms 0.2] [--only latency|loop]
 
 wandb and mlflow are not project dependencies: install them apart and name the folder
 (appended to sys.path, so the project's own packages keep precedence):
@@ -60,6 +60,50 @@ def live_server(tmp: Path) -> Iterator[str]:
                 if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                     break
             time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(15)
+
+
+NULL_SERVER = """
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        body = b'{"id": 1, "created_at": 0.0}'
+        self.send_response(201 if self.path == "/api/runs" else 200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+
+@contextlib.contextmanager
+def null_server() -> Iterator[str]:
+    """A server that takes every request and stores nothing: the client's whole cost
+    (encoding, HTTP), none of the server's (ingest, rule engine) on this machine."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-c", NULL_SERVER, str(port)])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.TransportError):
+                httpx.post(f"{url}/ping", timeout=1)
+                break
+            time.sleep(0.05)
         yield url
     finally:
         process.terminate()
@@ -175,11 +219,11 @@ def loop_overhead(blocks: int, steps_per_block: int, keys: int) -> None:
     the same 35 values (computed in both), so drift and noise hit both alike. Online,
     the server runs on the same machine (ingest and rule engine included); offline,
     every row goes to the journal."""
-    for online in (True, False):
-        _loop_overhead(blocks, steps_per_block, keys, online)
+    for where in ("live server on this machine", "discarding server", "offline journal"):
+        _loop_overhead(blocks, steps_per_block, keys, where)
 
 
-def _loop_overhead(blocks: int, steps_per_block: int, keys: int, online: bool) -> None:
+def _loop_overhead(blocks: int, steps_per_block: int, keys: int, where: str) -> None:
     import torch
 
     import trainlens
@@ -194,15 +238,22 @@ def _loop_overhead(blocks: int, steps_per_block: int, keys: int, online: bool) -
     names = row_names(keys)
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        with live_server(tmp) if online else contextlib.nullcontext(None) as url:
-            mode = "auto" if online else "offline"
+        servers = {
+            "live server on this machine": lambda: live_server(tmp),
+            "discarding server": null_server,
+            "offline journal": lambda: contextlib.nullcontext(None),
+        }
+        with servers[where]() as url:
+            mode = "offline" if url is None else "auto"
             run = trainlens.init("loop", url=url, offline_dir=tmp / "runs", mode=mode)
             step = 0
-            times: dict[bool, list[float]] = {True: [], False: []}
+            walls: dict[bool, list[float]] = {True: [], False: []}
+            cpus: dict[bool, list[float]] = {True: [], False: []}
             for block in range(blocks * 2):
-                logging_on = block % 2 == 0
+                # on, off, off, on, on, off, ...: a slow drift hits both sides alike
+                logging_on = (block + block // 2) % 2 == 0
+                started, started_cpu = time.perf_counter(), time.process_time()
                 for _ in range(steps_per_block):
-                    started = time.perf_counter()
                     loss = torch.nn.functional.mse_loss(model(inputs), targets)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
@@ -211,16 +262,28 @@ def _loop_overhead(blocks: int, steps_per_block: int, keys: int, online: bool) -
                     row = {name: value for name in names}
                     if logging_on:
                         run.log(row, step=step)
-                    times[logging_on].append(time.perf_counter() - started)
                     step += 1
+                if logging_on:
+                    run.flush()  # the block pays for sending its own rows
+                # per step, wall clock and the process's CPU time (all threads; CPU time
+                # is what other programs on a shared machine cannot inflate)
+                walls[logging_on].append((time.perf_counter() - started) / steps_per_block)
+                cpus[logging_on].append((time.process_time() - started_cpu) / steps_per_block)
             run.finish()
-    with_log = statistics.median(times[True]) * 1e3
-    without = statistics.median(times[False]) * 1e3
+
+    def overhead(times: dict[bool, list[float]]) -> str:
+        ratios = [on / off for on, off in zip(times[True], times[False], strict=True)]
+        return (
+            f"{statistics.median(times[False]) * 1e3:.2f} -> "
+            f"{statistics.median(times[True]) * 1e3:.2f} ms "
+            f"({100 * (statistics.median(ratios) - 1):+.1f}%)"
+        )
+
     print(
-        f"training loop, {'online' if online else 'offline'} "
-        f"({blocks * steps_per_block} steps each way, interleaved): "
-        f"median step {without:.3f} ms without logging, {with_log:.3f} ms with; "
-        f"overhead {100 * (with_log / without - 1):+.2f}%"
+        f"training loop, {where} ({blocks} x {steps_per_block} steps each way, "
+        f"interleaved; medians of paired blocks): wall {overhead(walls)}, "
+        f"CPU {overhead(cpus)}",
+        flush=True,
     )
 
 
@@ -231,9 +294,9 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=20_000)
     parser.add_argument("--keys", type=int, default=35)
     parser.add_argument("--pace-ms", type=float, default=0.2)
-    parser.add_argument("--loop-blocks", type=int, default=30)
+    parser.add_argument("--loop-blocks", type=int, default=12)
     parser.add_argument("--only", choices=["latency", "loop"], help="run one part")
-    parser.add_argument("--loop-steps", type=int, default=50, help="steps per block")
+    parser.add_argument("--loop-steps", type=int, default=100, help="steps per block")
     parser.add_argument(
         "--peers",
         default=os.environ.get("TRAINLENS_BENCH_PEERS"),
