@@ -17,6 +17,7 @@ BENCHMARKS = [
     "bench.client",
     "bench.rules_engine",
     "bench.bench_trainer",
+    "bench.tokenizer",
     "bench.ui_latency",
 ]
 
