@@ -1,7 +1,8 @@
 """System metrics of the logging process, logged under `sys/...`:
 
     sys/cpu_percent          the process's CPU use since the last sample (100 = one core)
-    sys/mem_gb               its resident memory
+    sys/rss_gb               its resident memory now (the trainer's `sys/mem_gb` is a
+                             run's peak memory, a different thing under another name)
     sys/gpu{i}/util          per visible GPU, through NVML when `nvidia-ml-py` is
     sys/gpu{i}/mem_gb        installed and a driver answers; otherwise skipped silently
     sys/gpu{i}/power_w
@@ -18,7 +19,7 @@ import sys
 import time
 from typing import Any
 
-GB = 1024**3
+GB = 1e9  # as the trainer counts
 
 
 class SystemMonitor:
@@ -52,7 +53,7 @@ class SystemMonitor:
         self._last_wall, self._last_cpu = wall, cpu
         rss = resident_bytes()
         if rss is not None:
-            row["sys/mem_gb"] = rss / GB
+            row["sys/rss_gb"] = rss / GB
         for index, handle in enumerate(self._gpus):
             row.update(self._gpu(index, handle))
         return row

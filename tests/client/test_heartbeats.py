@@ -74,7 +74,7 @@ def test_a_killed_script_crashes_and_a_hung_one_keeps_running(
     try:
         before = run_detail(server, hung_id)
         step_at = before["last_step_at"]
-        assert "sys/cpu_percent" in before["keys"] and "sys/mem_gb" in before["keys"]
+        assert "sys/cpu_percent" in before["keys"] and "sys/rss_gb" in before["keys"]
         os.killpg(killed.pid, signal.SIGKILL)
         killed.wait()
         killed_at = time.monotonic()
@@ -90,7 +90,7 @@ def test_a_killed_script_crashes_and_a_hung_one_keeps_running(
         assert detail["last_step"] == 4 and detail["last_step_at"] == step_at
         assert detail["heartbeat_at"] > step_at + 3
         # system metrics are sampled once per new step: a hang writes no new points
-        assert detail["latest"]["sys/mem_gb"] == before["latest"]["sys/mem_gb"]
+        assert detail["latest"]["sys/rss_gb"] == before["latest"]["sys/rss_gb"]
     finally:
         for process in (hung, killed):
             if process.poll() is None:
