@@ -16,10 +16,11 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-# A metric name: 1 to 255 characters, no whitespace and no comma (commas separate keys
-# in `?keys=a,b`; whitespace is almost always a typo such as "eval acc").
+# A metric name: 1 to 255 characters, no whitespace, comma or control character (commas
+# separate keys in `?keys=a,b`; whitespace is almost always a typo such as "eval acc";
+# PostgreSQL cannot store NUL, and the other control characters break CSV and logs).
 METRIC_NAME_MAX_LENGTH = 255
-METRIC_NAME_PATTERN = r"^[^\s,]+$"
+METRIC_NAME_PATTERN = r"^[^\s,\x00-\x1f\x7f]+$"
 _METRIC_NAME = re.compile(METRIC_NAME_PATTERN)
 
 # Steps travel through float64 arrays on the way out, exact up to 2**53.
@@ -58,7 +59,7 @@ def metric_name_error(name: object) -> str | None:
         return f"a metric name has at most {METRIC_NAME_MAX_LENGTH} characters"
     # fullmatch: `$` alone would let a trailing newline through.
     if _METRIC_NAME.fullmatch(name) is None:
-        return "a metric name must not contain whitespace or commas"
+        return "a metric name must not contain whitespace, commas or control characters"
     return None
 
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from app.deps import ReadSession, WriteSession
 from app.findings import service
 from app.findings.schemas import FindingOut
+from app.strict import FindingId, RunId
 
 router = APIRouter(tags=["findings"])
 
@@ -18,7 +19,7 @@ Severity = Literal["info", "warning", "critical"]
 
 @router.get("/runs/{run_id}/findings", response_model=list[FindingOut])
 def list_findings(
-    run_id: int,
+    run_id: RunId,
     session: ReadSession,
     state: Annotated[list[State] | None, Query()] = None,
     severity: Annotated[list[Severity] | None, Query()] = None,
@@ -28,6 +29,6 @@ def list_findings(
 
 
 @router.post("/findings/{finding_id}/ack", response_model=FindingOut)
-def acknowledge_finding(finding_id: int, session: WriteSession) -> FindingOut:
+def acknowledge_finding(finding_id: FindingId, session: WriteSession) -> FindingOut:
     """Mark a finding as seen; it stays listed, in state `acknowledged`."""
     return service.acknowledge(session, finding_id)

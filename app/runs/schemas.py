@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.models import RunStatus
+from app.strict import PlainName, StorableText
 
 
 class RunCreate(BaseModel):
@@ -17,7 +18,7 @@ class RunCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, max_length=200)
+    name: PlainName | None = Field(default=None, max_length=200)
     source: Literal["launched", "external"] = "launched"
     preset: str | None = Field(default=None, max_length=64)
     config: dict[str, Any] = Field(default_factory=dict)
@@ -30,7 +31,21 @@ class RunFinish(BaseModel):
 
     # "crashed": `trainlens sync` of a journal whose script never finished
     status: Literal["completed", "failed", "stopped", "crashed"] = "completed"
-    error: str | None = Field(default=None, max_length=20_000)
+    error: StorableText | None = Field(default=None, max_length=20_000)
+
+
+# A tag: no commas (the table's filter lists them), no leading blank.
+Tag = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^,\s][^,]*$")]
+
+
+class RunUpdate(BaseModel):
+    """Rename a run, set its tags (the whole list) or its notes; fields left out stay."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    tags: list[Tag] | None = Field(default=None, max_length=32)
+    notes: str | None = Field(default=None, max_length=20_000)
 
 
 class LatestPoint(BaseModel):
@@ -62,13 +77,48 @@ class RunSummary(BaseModel):
     tokens_per_step: int | None
     attempt: int
     error: str | None
+    error_line: str | None = Field(description="the line of `error` that matters")
+    resume_blocked: str | None = Field(
+        description="why Resume would fail the same way (a failure the config causes)"
+    )
+    queue_position: int | None = Field(description="1 = the next run a worker claims")
+    phase: str | None = Field(description="what a started run without steps is doing")
+    tags: list[str]
+    notes: str
+    config: dict[str, Any]
     latest: dict[str, LatestPoint]
     findings: FindingCounts
 
 
 class RunDetail(RunSummary):
-    config: dict[str, Any]
     keys: list[str]
+
+
+class RunColumns(BaseModel):
+    """What the runs table can show, filter and sort by."""
+
+    fields: list[str]
+    config: list[str]
+    metrics: list[str]
+    tags: list[str]
+    presets: list[str]
+
+
+class LogChunk(BaseModel):
+    text: str
+    offset: int
+    next_offset: int
+    size: int
+    exists: bool
+
+
+class CheckpointOut(BaseModel):
+    name: str
+    step: int | None
+    val_loss: float | None
+    size_bytes: int
+    modified_at: float
+    url: str
 
 
 class RunList(BaseModel):
@@ -81,8 +131,9 @@ class RunList(BaseModel):
 class SampleIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    step: int = Field(ge=0)
-    text: str = Field(max_length=100_000)
+    # Steps are exact in float64 up to 2**53, as for metric rows.
+    step: int = Field(ge=0, le=2**53)
+    text: StorableText = Field(max_length=100_000)
 
 
 class SampleOut(BaseModel):

@@ -22,6 +22,9 @@ NAMES = [
     "tab\there",
     "trailing\n",
     "nbsp\u00a0inside",
+    "nul\x00",
+    "bell\x07",
+    "del\x7f",
 ]
 
 
