@@ -1,4 +1,4 @@
-"""`trainlens serve | worker | migrate | train`."""
+"""`trainlens serve | worker | migrate | train` (the client commands live in `trainlens.cli`)."""
 
 from __future__ import annotations
 

@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     # run lifecycle
     heartbeat_seconds: float = Field(default=3.0, gt=0)
     heartbeat_timeout_seconds: float = Field(default=30.0, gt=0)
+    external_heartbeat_timeout_seconds: float = Field(
+        default=45.0,
+        gt=0,
+        description="an external run without heartbeat or data this long becomes crashed "
+        "(the client beats every 10 s)",
+    )
     stop_grace_seconds: float = Field(default=10.0, gt=0)
     worker_slots: int | None = Field(
         default=None, ge=1, description="concurrent runs; default one per visible GPU, one on CPU"

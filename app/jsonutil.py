@@ -3,32 +3,14 @@
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 import numpy as np
 
-NONFINITE_STRINGS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+# The one definition of the float wire encoding lives with the client (torch-free).
+from trainlens.wire import NONFINITE_STRINGS, decode_float, encode_float
 
-
-def encode_float(value: float) -> float | str:
-    if math.isfinite(value):
-        return value
-    if math.isnan(value):
-        return "NaN"
-    return "Infinity" if value > 0 else "-Infinity"
-
-
-def decode_float(value: float | int | str) -> float:
-    """A number, or one of the three non-finite strings; anything else raises ValueError."""
-    if isinstance(value, bool):
-        raise ValueError("must be a number, not a boolean")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str) and value in NONFINITE_STRINGS:
-        return NONFINITE_STRINGS[value]
-    raise ValueError('must be a number or one of "NaN", "Infinity", "-Infinity"')
-
+__all__ = ["NONFINITE_STRINGS", "decode_float", "dumps", "encode_float", "sanitize"]
 
 def sanitize(value: Any) -> Any:
     """Replace non-finite floats anywhere inside lists/dicts by their strings, and numpy

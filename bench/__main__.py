@@ -17,6 +17,7 @@ BENCHMARKS = [
     "bench.reads",
     "bench.peers",
     "bench.sink",
+    "bench.client",
     "bench.rules_engine",
     "bench.bench_trainer",
     "bench.tokenizer",

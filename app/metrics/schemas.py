@@ -8,32 +8,12 @@ finite number, a value is a number or one of "NaN", "Infinity", "-Infinity"."""
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Literal
 
 import msgspec
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 
-from app.jsonutil import decode_float
-
-# Steps travel through float64 arrays on the way out, exact up to 2**53.
-MAX_STEP = 2**53
-METRIC_NAME_MAX_LENGTH = 255
-# Names go into comma-separated query parameters, CSV headers and log lines.
-_NAME_FORBIDDEN = re.compile(r"[\s,\x00-\x1f\x7f-\x9f]")
-
-
-def check_metric_name(name: str) -> str:
-    if not 1 <= len(name) <= METRIC_NAME_MAX_LENGTH:
-        raise ValueError(f"must be 1 to {METRIC_NAME_MAX_LENGTH} characters long")
-    forbidden = _NAME_FORBIDDEN.search(name)
-    if forbidden is not None:
-        raise ValueError(
-            "must not contain whitespace, commas or control characters "
-            f"(found {forbidden.group()!r})"
-        )
-    return name
-
+from trainlens.wire import MAX_STEP, check_metric_name, decode_float
 
 # A metric value: a JSON number, or "NaN" / "Infinity" / "-Infinity".
 MetricValue = Annotated[float, BeforeValidator(decode_float)]

@@ -202,7 +202,9 @@ class MetricStore:
             update(Run)
             .where(Run.id == run_id)
             .where((Run.last_step.is_(None)) | (Run.last_step < last_step))
-            .values(last_step=last_step)
+            # When the step last advanced, by the server's clock: heartbeats and rows
+            # re-sent for old steps leave it alone, so a hung script shows.
+            .values(last_step=last_step, last_step_at=now())
         )
         names = {key_id: name for name, key_id in key_ids.items()}
         payload = _event_payload(names, batch, summaries, last_step)

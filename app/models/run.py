@@ -24,6 +24,8 @@ class RunStatus(StrEnum):
     completed = "completed"
     failed = "failed"
     interrupted = "interrupted"
+    # An external run whose script stopped sending heartbeats (killed, lost its host).
+    crashed = "crashed"
 
 
 ACTIVE_STATUSES = (RunStatus.queued, RunStatus.running, RunStatus.stopping)
@@ -33,6 +35,7 @@ FINISHED_STATUSES = (
     RunStatus.completed,
     RunStatus.failed,
     RunStatus.interrupted,
+    RunStatus.crashed,
 )
 
 
@@ -56,6 +59,8 @@ class Run(Base):
     heartbeat_at: Mapped[float | None]
     error: Mapped[str | None] = mapped_column(Text)
     last_step: Mapped[int | None] = mapped_column(BigInteger)
+    # Server time the last step advanced; `heartbeat_at` is the last sign of life.
+    last_step_at: Mapped[float | None]
     # Which worker holds the run, and how many times it has been (re)started.
     worker_id: Mapped[str | None] = mapped_column(String(200))
     attempt: Mapped[int] = mapped_column(default=0)

@@ -79,22 +79,32 @@ def beat(session: Session, worker_id: str, run_ids: list[int]) -> None:
         )
 
 
-def mark_stale_runs(session: Session, timeout_seconds: float) -> list[int]:
-    """Launched runs whose worker stopped beating become `interrupted` (resumable).
-
-    Called by every worker and by the API; whichever notices first does it."""
+def _silent_runs(
+    session: Session, source: RunSource, statuses: tuple[RunStatus, ...], timeout_seconds: float
+) -> list[tuple[Run, float]]:
+    """Runs of `source` in `statuses` with no heartbeat for `timeout_seconds`, locked,
+    each with how long it has been silent."""
     cutoff = now() - timeout_seconds
-    stale = session.scalars(
+    runs = session.scalars(
         select(Run)
         .where(
-            Run.source == RunSource.launched.value,
-            Run.status.in_([RunStatus.running.value, RunStatus.stopping.value]),
+            Run.source == source.value,
+            Run.status.in_([status.value for status in statuses]),
             Run.heartbeat_at < cutoff,
         )
         .with_for_update(skip_locked=True)
     ).all()
-    for run in stale:
-        silent = now() - (run.heartbeat_at or cutoff)
+    return [(run, now() - (run.heartbeat_at or cutoff)) for run in runs]
+
+
+def mark_stale_runs(session: Session, timeout_seconds: float) -> list[int]:
+    """Launched runs whose worker stopped beating become `interrupted` (resumable).
+
+    Called by every worker and by the API; whichever notices first does it."""
+    stale = _silent_runs(
+        session, RunSource.launched, (RunStatus.running, RunStatus.stopping), timeout_seconds
+    )
+    for run, silent in stale:
         transition(
             session,
             run,
@@ -102,4 +112,22 @@ def mark_stale_runs(session: Session, timeout_seconds: float) -> list[int]:
             f"no heartbeat from worker {run.worker_id} for {silent:.0f} s "
             f"(timeout {timeout_seconds:.0f} s); resume to continue from its latest checkpoint",
         )
-    return [run.id for run in stale]
+    return [run.id for run, _ in stale]
+
+
+def mark_crashed_scripts(session: Session, timeout_seconds: float) -> list[int]:
+    """External runs whose script sent neither a heartbeat nor data for
+    `timeout_seconds` become `crashed`: the process died without finishing the run. A
+    script that is alive but stuck keeps beating and stays running (the `stalled` rule
+    judges it by `last_step_at`). Only the API runs this: no worker holds such a run."""
+    silent = _silent_runs(session, RunSource.external, (RunStatus.running,), timeout_seconds)
+    for run, quiet in silent:
+        transition(
+            session,
+            run,
+            RunStatus.crashed,
+            f"no heartbeat from the script for {quiet:.0f} s (timeout {timeout_seconds:.0f} s): "
+            "it was killed or lost its host. If it comes back, the run continues; a journal "
+            "it left can be uploaded with `trainlens sync`.",
+        )
+    return [run.id for run, _ in silent]

@@ -29,7 +29,8 @@ class RunFinish(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    status: Literal["completed", "failed", "stopped"] = "completed"
+    # "crashed": `trainlens sync` of a journal whose script never finished
+    status: Literal["completed", "failed", "stopped", "crashed"] = "completed"
     error: StorableText | None = Field(default=None, max_length=20_000)
 
 
@@ -71,6 +72,7 @@ class RunSummary(BaseModel):
     finished_at: float | None
     heartbeat_at: float | None
     last_step: int | None
+    last_step_at: float | None
     max_steps: int | None
     tokens_per_step: int | None
     attempt: int

@@ -330,6 +330,7 @@ def _summary(
         finished_at=run.finished_at,
         heartbeat_at=run.heartbeat_at,
         last_step=run.last_step,
+        last_step_at=run.last_step_at,
         max_steps=max_steps if isinstance(max_steps, int) else None,
         tokens_per_step=tokens_per_step,
         attempt=run.attempt,
@@ -432,14 +433,19 @@ def resume_run(session: Session, settings: Settings, run: Run) -> Run:
 def finish_run(session: Session, run: Run, status: RunStatus, error: str | None) -> Run:
     if run.source != RunSource.external:
         raise conflict(f"run {run.id} is launched: its worker reports how it ended")
-    if RunStatus(run.status) not in ACTIVE_STATUSES:
+    # A crashed run may still end well: its script was only out of reach for a while.
+    if RunStatus(run.status) not in (*ACTIVE_STATUSES, RunStatus.crashed):
         raise conflict(f"run {run.id} has already ended ({run.status})")
     transition(session, run, status, error)
     return run
 
 
 def heartbeat(session: Session, run: Run) -> Run:
-    if RunStatus(run.status) != RunStatus.running:
+    status = RunStatus(run.status)
+    if status == RunStatus.crashed and run.source == RunSource.external:
+        # The script was out of reach, not dead: it is running again.
+        transition(session, run, RunStatus.running)
+    elif status != RunStatus.running:
         raise conflict(f"run {run.id} is {run.status}, not running")
     run.heartbeat_at = now()
     return run

@@ -74,7 +74,7 @@ export function formatTime(epochSeconds) {
     : date.toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
 }
 
-export const STATUSES = ["queued", "running", "stopping", "stopped", "completed", "failed", "interrupted"];
+export const STATUSES = ["queued", "running", "stopping", "stopped", "completed", "failed", "interrupted", "crashed"];
 export const ACTIVE_STATUSES = new Set(["queued", "running", "stopping"]);
 export const RESUMABLE_STATUSES = new Set(["stopped", "interrupted", "failed"]);
 
