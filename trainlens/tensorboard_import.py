@@ -215,6 +215,16 @@ def import_logdir(
         yield importer.run(read_scalars(logdir, folder))
 
 
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not JSON ({error.msg}): {text[:80]!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object, not {text[:80]!r}")
+    return value
+
+
 def describe(imported: Imported) -> str:
     refused = f", {imported.rows_refused} rows refused" if imported.rows_refused else ""
     again = " (imported before: same run, nothing duplicated)" if imported.reused else ""
@@ -232,7 +242,7 @@ def main(argv: list[str] | None = None, out: Any = None) -> int:
     parser.add_argument("--token", help="API token (default: TRAINLENS_TOKEN)")
     parser.add_argument(
         "--config",
-        type=json.loads,
+        type=_json_object,
         default=None,
         help='JSON merged into every run\'s config, e.g. \'{"vocab_size": 50257}\' '
         "so the rules can judge the first loss against ln(vocab)",
@@ -242,8 +252,6 @@ def main(argv: list[str] | None = None, out: Any = None) -> int:
     logdir: Path = args.logdir
     if not logdir.is_dir():
         parser.error(f"{logdir} is not a directory")
-    if args.config is not None and not isinstance(args.config, dict):
-        parser.error("--config must be a JSON object")
     if not event_folders(logdir):
         print(f"trainlens: no TensorBoard event files under {logdir}", file=sys.stderr)
         return 1

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from tensorboard.summary import Writer as TensorTensorWriter
 from torch.utils.tensorboard import SummaryWriter
 
 from tests.client.conftest import run_detail, series, trainlens_cli, wait_for
@@ -27,7 +28,8 @@ def _as_logged(values: np.ndarray) -> list[float]:
 
 
 def _write_logs(logdir: Path) -> dict[str, dict[str, tuple[list[int], list[float]]]]:
-    """Two runs, in the tag styles of two tools, and what each tag should become."""
+    """Three runs, in the tag styles and formats of three tools, and what each tag
+    should become."""
     healthy = noisy_decay(HEALTHY_STEPS, seed=1)
     lr = np.linspace(1e-4, 6e-4, HEALTHY_STEPS)
     with SummaryWriter(str(logdir / "exp1")) as writer:
@@ -47,6 +49,13 @@ def _write_logs(logdir: Path) -> dict[str, dict[str, tuple[list[int], list[float
             if step in eval_steps:
                 writer.add_scalar("eval/loss", spiky[step] + 0.1, step)
                 writer.add_scalar("custom/thing", step / 10, step)
+    # TF2/Keras write scalars as tensors, not simple values: tensorboard's own writer does too
+    hf_style = np.linspace(3.0, 2.0, 100)
+    writer = TensorTensorWriter(str(logdir / "tf2"))
+    for step in range(100):
+        writer.add_scalar("train/loss", hf_style[step], step)
+        writer.add_scalar("train/learning_rate", 1e-3, step)
+    writer.close()
     everything = list(range(HEALTHY_STEPS))
     return {
         "exp1": {
@@ -59,6 +68,10 @@ def _write_logs(logdir: Path) -> dict[str, dict[str, tuple[list[int], list[float
             "train/grad_norm": (list(range(400)), [1.0] * 400),
             "val/loss": (eval_steps, _as_logged(spiky[eval_steps] + 0.1)),
             "custom/thing": (eval_steps, _as_logged(np.array(eval_steps) / 10)),
+        },
+        "tf2": {
+            "train/loss": (list(range(100)), _as_logged(hf_style)),
+            "train/lr": (list(range(100)), _as_logged(np.full(100, 1e-3))),
         },
     }
 
@@ -87,7 +100,7 @@ def test_every_point_arrives_under_canonical_keys_and_the_spike_becomes_a_findin
     expected = _write_logs(logdir)
 
     runs = _import(logdir, live_server.url)
-    assert sorted(runs) == ["exp1", "sweep/exp2"]
+    assert sorted(runs) == ["exp1", "sweep/exp2", "tf2"]
     for name, keys in expected.items():
         detail = run_detail(live_server, runs[name])
         assert detail["name"] == name and detail["source"] == "external"
@@ -118,7 +131,7 @@ def test_importing_again_reuses_each_run_and_fills_in_what_was_added(
 
     assert again == first
     listed = httpx.get(f"{live_server.url}/api/runs", params={"limit": 100}).json()
-    assert listed["total"] == 2
+    assert listed["total"] == 3
     steps, values = series(live_server, first["exp1"], "train/loss")
     assert steps == list(range(HEALTHY_STEPS + 10))
     assert values == expected["exp1"]["train/loss"][1] + [1.5] * 10

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from trainlens.wire import METRIC_NAME_MAX_LENGTH, metric_name_error
+
 # canonical key -> the names other tools give it, most specific first
 ALIASES: dict[str, tuple[str, ...]] = {
     "train/loss": (
@@ -38,7 +40,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
 # Lightning's LearningRateMonitor: `lr-AdamW`, and `lr-AdamW/pg1`... with several groups
 _LR_MONITOR = re.compile(r"^lr-[^/\s]+$")
 _LR_MONITOR_GROUP = re.compile(r"^lr-[^/\s]+/pg(\d+)$")
-# what the server refuses in a metric name (whitespace, commas): replaced, not dropped
+# what the wire rules refuse inside a metric name: replaced, so the point is kept
 _UNSAFE = re.compile(r"[\s,]+")
 
 
@@ -79,9 +81,11 @@ class KeyMapper:
 
 
 def safe_name(name: str) -> str:
-    """`name` with what the server refuses in a metric name (whitespace, commas)
-    replaced by `_`, so a stray `eval acc` is kept rather than refused."""
-    return _UNSAFE.sub("_", name.strip()) or "_"
+    """`name` if the server takes it; else with whitespace and commas replaced by `_`
+    and cut to the longest name allowed, so a stray `eval acc` is kept, not refused."""
+    if metric_name_error(name) is None:
+        return name
+    return _UNSAFE.sub("_", name.strip())[:METRIC_NAME_MAX_LENGTH] or "_"
 
 
 def _canonical(name: str) -> str | None:

@@ -4,7 +4,8 @@
 
     trainer = Trainer(model, args, train_dataset=..., callbacks=[TrainlensCallback()])
 
-The run opens when training begins and finishes when it ends. Trainer's log names
+The run opens when training begins and finishes when it ends (each `train()`, e.g. each
+trial of a hyperparameter search, is a run of its own). Trainer's log names
 become the canonical keys the rule engine judges (`loss` -> `train/loss`, `grad_norm`
 -> `train/grad_norm`: the norm before clipping, `learning_rate` -> `train/lr`,
 `eval_loss` -> `val/loss`, any other `eval_*` -> `val/*`); the rest keep their names.
@@ -69,6 +70,8 @@ class TrainlensCallback(TrainerCallback):
         self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any
     ) -> None:
         if state.is_world_process_zero:
+            # another train() (a hyperparameter search trial): a run of its own
+            self._finished = False
             self._open(args, state, model)
 
     def on_log(
