@@ -307,8 +307,9 @@ def start(name: str | None, given: Mapping[str, Any] | None, settings: ClientSet
             raise PermissionError(f"trainlens: {settings.url} refused the token: {detail}")
         status = response.status_code
         raise ValueError(f"trainlens: the server refused the run ({status}): {detail}")
-    run_id = int(response.json()["id"])
-    journal.meta["runs"] = {settings.url: run_id}
+    created = response.json()
+    run_id = int(created["id"])
+    journal.meta["runs"] = {settings.url: {"id": run_id, "created_at": created["created_at"]}}
     return Run(name, config, settings, journal, client, run_id)
 
 

@@ -60,11 +60,12 @@ def _server_run(client: httpx.Client, journal: Journal, url: str) -> int:
     runs = dict(journal.meta.get("runs") or {})
     known = runs.get(url)
     if known is not None:
-        response = _request(client, "GET", f"/api/runs/{known}")
-        if response.is_success:
-            return int(known)
-        if response.status_code != 404:
-            raise SyncError(f"{url}: run {known}: HTTP {response.status_code}")
+        response = _request(client, "GET", f"/api/runs/{known['id']}")
+        # The creation time tells our run from a later one that got a deleted run's id.
+        if response.is_success and response.json().get("created_at") == known["created_at"]:
+            return int(known["id"])
+        if not response.is_success and response.status_code != 404:
+            raise SyncError(f"{url}: run {known['id']}: HTTP {response.status_code}")
     body = {
         "name": journal.meta.get("name"),
         "source": "external",
@@ -74,8 +75,9 @@ def _server_run(client: httpx.Client, journal: Journal, url: str) -> int:
     if not response.is_success:
         detail = response_detail(response)
         raise SyncError(f"{url} refused the run ({response.status_code}): {detail}")
-    run_id = int(response.json()["id"])
-    runs[url] = run_id
+    created = response.json()
+    run_id = int(created["id"])
+    runs[url] = {"id": run_id, "created_at": created["created_at"]}
     journal.update_meta(runs=runs)
     return run_id
 

@@ -42,7 +42,9 @@ def all_runs(server: LiveServer) -> list[dict[str, Any]]:
     return httpx.get(f"{server.url}/api/runs", params={"limit": 500}).json()["runs"]
 
 
-def trainlens_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def trainlens_cli(
+    *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """`trainlens ...` in a fresh interpreter, as a user runs it."""
     return subprocess.run(
         [sys.executable, "-m", "trainlens.cli", *args],
