@@ -209,10 +209,13 @@ def _raise_for_status(response: httpx.Response) -> None:
 
 def import_logdir(
     logdir: Path, client: httpx.Client, config: dict[str, Any] | None = None
-) -> Iterator[Imported]:
+) -> Iterator[Imported | str]:
+    """Each folder's import, or the name of a folder without scalars (only hparams,
+    text or histograms, e.g. the folder `add_hparams` makes), which is no run."""
     importer = Importer(client, config)
     for folder in event_folders(logdir):
-        yield importer.run(read_scalars(logdir, folder))
+        scalars = read_scalars(logdir, folder)
+        yield importer.run(scalars) if scalars.points else scalars.name
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -259,7 +262,10 @@ def main(argv: list[str] | None = None, out: Any = None) -> int:
     with make_client(settings) as client:
         try:
             for imported in import_logdir(logdir, client, args.config):
-                print(describe(imported), file=out)
+                if isinstance(imported, str):
+                    print(f"{imported}: no scalars, skipped", file=out)
+                else:
+                    print(describe(imported), file=out)
         except (httpx.TransportError, ImportRefused, Unreachable, RunRefused) as error:
             reason = getattr(error, "reason", None) or str(error)
             print(

@@ -39,6 +39,7 @@ def _write_logs(logdir: Path) -> dict[str, dict[str, tuple[list[int], list[float
             if step % 100 == 0:
                 writer.add_scalar("eval acc", 0.5, step)  # a name the server refuses
         writer.add_histogram("weights", np.arange(10.0), 0)  # not a scalar: left out
+        writer.add_hparams({"lr": 6e-4}, {})  # a subfolder with no scalars: no run
     spiky = noisy_decay(400, seed=2)
     spiky[SPIKE_STEP : SPIKE_STEP + 4] = [5.0, 4.0, 3.0, 2.6]  # a bad batch, then recovery
     eval_steps = list(range(0, 400, 50))
@@ -80,9 +81,13 @@ def _import(logdir: Path, url: str) -> dict[str, int]:
     """Run the command as a user would; the run id of each name it printed."""
     done = trainlens_cli("import", "tensorboard", str(logdir), env={"TRAINLENS_URL": url})
     assert done.returncode == 0, done.stderr
+    assert done.stdout.count("no scalars, skipped") == 1
     imported = {}
     for line in done.stdout.splitlines():
         name, _, rest = line.partition(":")
+        if rest == " no scalars, skipped":
+            assert name.startswith("exp1/"), line  # add_hparams's folder
+            continue
         assert f"{url}/run.html?id=" in rest, line
         imported[name] = int(rest.split("run.html?id=")[1].split()[0])
     return imported
