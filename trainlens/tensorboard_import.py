@@ -2,8 +2,8 @@
 
 Every folder under LOGDIR that holds event files becomes one external run, named after
 the folder relative to LOGDIR (`LOGDIR/exp1` -> `exp1`; event files in LOGDIR itself ->
-LOGDIR's own name). Every scalar point is read with TensorBoard's own reader, keeping
-all of them (its default keeps a 1,000-point sample per tag), tags are mapped to the
+LOGDIR's own name). Every scalar point is read with TensorBoard's own event-file loader
+(never its accumulator's default, a 1,000-point sample per tag); tags are mapped to the
 canonical keys the rules judge (`loss` -> `train/loss`, `eval/loss` -> `val/loss`,
 `learning_rate` -> `train/lr`, ...), and the rows are posted in batches through the
 client's uploader (a row the server refuses is reported and skipped, never the batch).
@@ -74,29 +74,36 @@ def run_name(logdir: Path, folder: Path) -> str:
 
 
 def read_scalars(logdir: Path, folder: Path) -> ScalarRun:
-    """All scalar points of the event files in `folder` (not its subfolders, which are
-    runs of their own), as TensorBoard itself reads them: simple values from
-    `SummaryWriter.add_scalar` and TF2's scalar tensors alike."""
-    from tensorboard.backend.event_processing import plugin_event_accumulator as accumulator
+    """Every scalar point of the event files in `folder` (not its subfolders, which are
+    runs of their own), in file order: `simple_value`s (`SummaryWriter.add_scalar`,
+    TF1) and the scalar tensors TF2 and Keras write, whose plugin is named in a tag's
+    first value only. TensorBoard's own loader reads the records; its compatibility
+    layer is skipped, as it would convert every simple value to a tensor and back."""
+    from tensorboard.backend.event_processing.event_file_loader import (
+        LegacyEventFileLoader,
+    )
     from tensorboard.util import tensor_util
 
-    reader = accumulator.EventAccumulator(
-        str(folder),
-        # 0 keeps every point; other plugins (images, histograms) keep only one each
-        size_guidance={accumulator.TENSORS: 1},
-        tensor_size_guidance={"scalars": 0},
-    )
-    reader.Reload()
-    files = sorted(path.name for path in folder.iterdir() if EVENT_FILE_MARK in path.name)
-    run = ScalarRun(folder, run_name(logdir, folder), files)
-    for tag in reader.Tags()[accumulator.TENSORS]:
-        if reader.SummaryMetadata(tag).plugin_data.plugin_name != "scalars":
-            continue
-        run.scalars[tag] = [
-            (int(event.step), float(event.wall_time),
-             float(tensor_util.make_ndarray(event.tensor_proto).item()))
-            for event in reader.Tensors(tag)
-        ]
+    files = sorted(path for path in folder.iterdir() if EVENT_FILE_MARK in path.name)
+    run = ScalarRun(folder, run_name(logdir, folder), [path.name for path in files])
+    plugins: dict[str, str] = {}
+    for path in files:
+        for event in LegacyEventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                kind = value.WhichOneof("value")
+                if kind == "simple_value":
+                    number = float(value.simple_value)
+                elif kind == "tensor":
+                    plugin = value.metadata.plugin_data.plugin_name
+                    if plugin:
+                        plugins.setdefault(value.tag, plugin)
+                    if plugins.get(value.tag) != "scalars":
+                        continue  # histograms, text, hparams, ... written as tensors
+                    number = float(tensor_util.make_ndarray(value.tensor).item())
+                else:
+                    continue  # images, audio, legacy histograms
+                point = (int(event.step), float(event.wall_time), number)
+                run.scalars.setdefault(value.tag, []).append(point)
     return run
 
 
