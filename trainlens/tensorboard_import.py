@@ -191,8 +191,10 @@ class Importer:
         return int(response.json()["id"])
 
     def _finish(self, run_id: int) -> None:
+        """Completed, unless an earlier import already ended it; an import cut short
+        (its run `crashed` once the data stopped) is completed by the next one."""
         detail = self._get(f"/api/runs/{run_id}")
-        if detail["status"] in ("queued", "running", "stopping"):
+        if detail["status"] in ("queued", "running", "stopping", "crashed"):
             _raise_for_status(self.client.post(f"/api/runs/{run_id}/finish", json={}))
 
     def _get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
