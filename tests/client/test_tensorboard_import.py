@@ -93,6 +93,11 @@ def _import(logdir: Path, url: str) -> dict[str, int]:
     return imported
 
 
+def _event_file(folder: Path) -> str:
+    (path,) = folder.glob("*tfevents*")
+    return path.name
+
+
 def _finding(server: LiveServer, run_id: int, code: str) -> dict[str, Any] | None:
     findings = httpx.get(f"{server.url}/api/runs/{run_id}/findings").json()
     return next((finding for finding in findings if finding["code"] == code), None)
@@ -121,12 +126,21 @@ def test_every_point_arrives_under_canonical_keys_and_the_spike_becomes_a_findin
     assert finding["evidence"]["value"] == 5.0
 
 
-def test_importing_again_reuses_each_run_and_fills_in_what_was_added(
+def test_importing_again_reuses_each_run_completes_it_and_fills_in_what_was_added(
     live_server, tmp_path: Path
 ) -> None:
     logdir = tmp_path / "tb"
     expected = _write_logs(logdir)
+    # an import cut short: it had made exp1's run and sent a point, then its data stopped
+    origin = {"format": "tensorboard", "event_files": [_event_file(logdir / "exp1")]}
+    body = {"name": "exp1", "source": "external", "config": {"imported_from": origin}}
+    cut = httpx.post(f"{live_server.url}/api/runs", json=body).json()["id"]
+    httpx.post(f"{live_server.url}/api/runs/{cut}/metrics", json={"rows": [
+        {"step": 0, "metrics": {"train/loss": 9.0}}
+    ]}).raise_for_status()
+    httpx.post(f"{live_server.url}/api/runs/{cut}/finish", json={"status": "crashed"})
     first = _import(logdir, live_server.url)
+    assert first["exp1"] == cut and run_detail(live_server, cut)["status"] == "completed"
 
     # the run went on after the first import: a restarted writer, a second event file
     with SummaryWriter(str(logdir / "exp1")) as writer:
