@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = [
     "bench.store",
     "bench.sink",
+    "bench.client",
     "bench.rules_engine",
     "bench.bench_trainer",
     "bench.ui_latency",

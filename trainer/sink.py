@@ -223,41 +223,34 @@ class DatabaseSink(BatchingSink):
 
 class HttpSink(BatchingSink):
     """Posts batches to a trainlens server: for workers and scripts that reach the API
-    but not the database. Retried batches never duplicate (ingest is idempotent)."""
+    but not the database. Retried batches never duplicate (ingest is idempotent). The
+    `trainlens` client's uploader posts them, so a row the server refuses is isolated
+    and reported, and the rest of its batch lands."""
 
     REQUEST_ROWS = 10_000
 
     def __init__(self, api_url: str, run_id: int, token: str | None = None, **kwargs: Any) -> None:
         import httpx
 
+        from trainlens.uploader import Uploader
+
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.client = httpx.Client(base_url=api_url.rstrip("/"), headers=headers, timeout=30)
         self.run_id = run_id
+        self.uploader = Uploader(self.client, run_id, lambda problem: log.error("%s", problem))
         super().__init__(**kwargs)
 
     def _write(self, rows: list[MetricRow], samples: list[tuple[int, str]]) -> None:
-        for lo in range(0, len(rows), self.REQUEST_ROWS):
-            body = {
-                "rows": [
-                    {
-                        "step": row.step,
-                        "metrics": {key: encode_float(float(v)) for key, v in row.metrics.items()},
-                        "time": row.time,
-                    }
-                    for row in rows[lo : lo + self.REQUEST_ROWS]
-                ]
-            }
-            self._post(f"/api/runs/{self.run_id}/metrics", body)
-        for step, text in samples:
-            self._post(f"/api/runs/{self.run_id}/samples", {"step": step, "text": text})
+        from trainlens.wire import row_line
 
-    def _post(self, path: str, body: dict[str, Any]) -> None:
-        response = self.client.post(path, json=body)
-        if 400 <= response.status_code < 500:
-            # The server will never take this batch: say why, and move on.
-            log.error("%s refused by the server: %s %s", path, response.status_code, response.text)
-            return
-        response.raise_for_status()
+        lines = [
+            row_line(row.step, {key: float(v) for key, v in row.metrics.items()}, row.time)
+            for row in rows
+        ]
+        for lo in range(0, len(lines), self.REQUEST_ROWS):
+            self.uploader.post_metrics(lines[lo : lo + self.REQUEST_ROWS])
+        for step, text in samples:
+            self.uploader.post_sample(json.dumps({"step": step, "text": text}).encode())
 
     def close(self) -> None:
         super().close()

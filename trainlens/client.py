@@ -24,6 +24,7 @@ import httpx
 
 from trainlens.journal import Journal, default_folder_name
 from trainlens.settings import ClientSettings
+from trainlens.system import SystemMonitor
 from trainlens.transport import OfflineTransport, Transport
 from trainlens.uploader import describe_error, response_detail
 from trainlens.wire import MAX_STEP, check_metrics, check_step, encode_float
@@ -92,6 +93,9 @@ class Run:
             self.transport = OfflineTransport(journal)
         else:
             self.transport = Transport(client, run_id, journal, settings, self._report)
+        # Built here, not in the thread: importing NVML while the loop runs would hold
+        # the GIL against the training thread's first log() calls.
+        self._monitor = SystemMonitor() if settings.system_metrics else None
         self._pulse = threading.Thread(target=self._beat, name="trainlens-pulse", daemon=True)
         self._pulse.start()
 
@@ -152,9 +156,7 @@ class Run:
     # -- heartbeat and system metrics ----------------------------------------------------
 
     def _beat(self) -> None:
-        from trainlens.system import SystemMonitor
-
-        monitor = SystemMonitor() if self.settings.system_metrics else None
+        monitor = self._monitor
         next_beat = next_sample = time.monotonic()
         while not self._stop.is_set():
             now = time.monotonic()

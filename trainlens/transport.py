@@ -24,15 +24,27 @@ import httpx
 from trainlens.journal import METRICS, SAMPLES, Journal
 from trainlens.settings import ClientSettings
 from trainlens.uploader import RunRefused, Unreachable, Uploader
-from trainlens.wire import encode_row
+from trainlens.wire import row_line
 
 log = logging.getLogger("trainlens")
 
 Row = tuple[int, dict[str, float], float]
 
 
-def row_line(row: Row) -> bytes:
-    return json.dumps(encode_row(*row), allow_nan=False, separators=(",", ":")).encode() + b"\n"
+# The sender thread pauses this long every YIELD_ROWS rows it encodes: a thread that
+# runs Python without a pause makes the training thread wait up to the interpreter's
+# switch interval (5 ms) for the GIL at its next log() call.
+YIELD_ROWS = 32
+YIELD_SECONDS = 0.0001
+
+
+def row_lines(rows: list[Row], pause: bool = False) -> list[bytes]:
+    lines = []
+    for index, row in enumerate(rows):
+        if pause and index and index % YIELD_ROWS == 0:
+            time.sleep(YIELD_SECONDS)
+        lines.append(row_line(*row))
+    return lines
 
 
 def sample_line(step: int, text: str, wall_time: float) -> bytes:
@@ -48,7 +60,7 @@ class OfflineTransport:
         journal.ensure()
 
     def put_row(self, step: int, metrics: dict[str, float], wall_time: float) -> None:
-        self.journal.append(METRICS, [row_line((step, metrics, wall_time))])
+        self.journal.append(METRICS, [row_line(step, metrics, wall_time)])
 
     def put_sample(self, step: int, text: str, wall_time: float) -> None:
         self.journal.append(SAMPLES, [sample_line(step, text, wall_time)])
@@ -104,7 +116,7 @@ class Transport:
                 self._rows.append((step, metrics, wall_time))
                 return
         # Full: the sender is stuck on a slow server. Disk, not memory, takes the row.
-        self.journal.append(METRICS, [row_line((step, metrics, wall_time))])
+        self.journal.append(METRICS, [row_line(step, metrics, wall_time)])
         self.rows_spilled += 1
 
     def put_sample(self, step: int, text: str, wall_time: float) -> None:
@@ -148,7 +160,7 @@ class Transport:
             self._samples.clear()
             settled = self._settled()
         if rows:
-            self.journal.append(METRICS, [row_line(row) for row in rows])
+            self.journal.append(METRICS, row_lines(rows))
         if samples:
             self.journal.append(SAMPLES, [sample_line(*sample) for sample in samples])
         self.journal.close()
@@ -219,7 +231,7 @@ class Transport:
             self._inflight = [self._rows.popleft() for _ in range(take)]
         if self._inflight:
             try:
-                lines = [row_line(row) for row in self._inflight]
+                lines = row_lines(self._inflight, pause=True)
                 self.uploader.post_metrics(lines, self._timeout())
             except (Unreachable, RunRefused) as error:
                 # What was not confirmed waits in the journal, in the same shape.
@@ -267,7 +279,7 @@ class Transport:
             samples = list(self._samples)
             self._rows.clear()
             self._samples.clear()
-        self.journal.append(METRICS, [row_line(row) for row in rows])
+        self.journal.append(METRICS, row_lines(rows, pause=True))
         self.journal.append(SAMPLES, [sample_line(*sample) for sample in samples])
         self.rows_spilled += len(rows)
 

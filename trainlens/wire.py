@@ -9,9 +9,11 @@ valid RFC 8259 JSON. Standard library only (the client's import must stay light)
 
 from __future__ import annotations
 
+import json
 import math
 import operator
 import re
+from collections.abc import Mapping
 from typing import Any
 
 # A metric name: 1 to 255 characters, no whitespace and no comma (commas separate keys
@@ -124,14 +126,18 @@ def check_metrics(metrics: Any, known_names: set[str] | None = None) -> dict[str
     return row
 
 
-def encode_row(step: int, metrics: dict[str, float], time: float) -> dict[str, Any]:
-    """One row as `POST /api/runs/{id}/metrics` takes it."""
-    return {
-        "step": step,
-        # x - x is 0.0 only for finite x: one subtraction instead of a call per value
-        "metrics": {k: v if v - v == 0 else encode_float(v) for k, v in metrics.items()},
-        "time": time,
-    }
+_encode_json = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
+
+
+def row_line(step: int, metrics: dict[str, float], time: float) -> bytes:
+    """One row as `POST /api/runs/{id}/metrics` takes it, as a line of JSON."""
+    total = sum(metrics.values())
+    values: Mapping[str, float | str] = metrics
+    # x - x is 0.0 only for finite x, so one sum (in C) clears the whole row; a row with
+    # a non-finite value (or a sum that overflowed) has each value encoded.
+    if total - total != 0:
+        values = {k: v if v - v == 0 else encode_float(v) for k, v in metrics.items()}
+    return (_encode_json({"step": step, "metrics": values, "time": time}) + "\n").encode()
 
 
 def _quote(value: object, limit: int = 60) -> str:
