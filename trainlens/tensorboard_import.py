@@ -29,8 +29,8 @@ import httpx
 from trainlens.client import dashboard_url, make_client
 from trainlens.integrations.keys import KeyMapper
 from trainlens.settings import ClientSettings
-from trainlens.transport import row_line
 from trainlens.uploader import RunRefused, Unreachable, Uploader
+from trainlens.wire import row_line
 
 EVENT_FILE_MARK = "tfevents"
 BATCH_ROWS = 2_000
@@ -140,7 +140,7 @@ class Importer:
         uploader = Uploader(self.client, run_id, refused.append)
         batch: list[bytes] = []
         for step, metrics, wall_time in rows(scalars):
-            batch.append(row_line((step, metrics, wall_time)))
+            batch.append(row_line(step, metrics, wall_time))
             if len(batch) >= BATCH_ROWS:
                 uploader.post_metrics(batch)
                 batch = []
