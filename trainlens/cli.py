@@ -10,6 +10,10 @@ import sys
 # name -> ("module:function" taking argv, one-line help). Imported only when run.
 CLIENT_COMMANDS: dict[str, tuple[str, str]] = {
     "sync": ("trainlens.sync:main", "upload offline or unsent run folders to a server"),
+    "import": (
+        "trainlens.tensorboard_import:main",
+        "import runs logged elsewhere: `trainlens import tensorboard LOGDIR`",
+    ),
 }
 SERVER_COMMANDS: dict[str, str] = {
     "serve": "the API and the dashboard (and a local worker)",
