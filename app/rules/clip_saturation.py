@@ -45,13 +45,13 @@ class ClipSaturation(Rule):
         source = _clip_source(view)
         if source is None:
             return []
-        series, above = source
+        key, series, above = source
         warmup = view.config_number("warmup_steps")
         start_step = int(np.ceil(warmup)) if warmup is not None else limits.default_warmup
         window = limits.window
         # Judged once a full window after warmup ends at the point; slice what it needs.
         first_judged = max(
-            series.index_of(view.since + 1), series.index_of(start_step) + window - 1
+            view.first_new(key), series.index_of(start_step) + window - 1
         )
         if first_judged >= len(series):
             return []
@@ -93,18 +93,18 @@ class ClipSaturation(Rule):
         return observations
 
 
-def _clip_source(view: RunView) -> tuple[SeriesView, float] | None:
+def _clip_source(view: RunView) -> tuple[str, SeriesView, float] | None:
     """The series that says whether a step was clipped, and the value above which it was:
     train/grad_clipped (0/1), else the pre-clip train/grad_norm against the config's
     grad_clip. None when neither is derivable."""
     marker = view.series("train/grad_clipped")
     if len(marker):
-        return marker, 0.5
+        return "train/grad_clipped", marker, 0.5
     grad_clip = view.config_number("grad_clip")
     norm = view.series("train/grad_norm")
     if grad_clip is None or grad_clip <= 0 or not len(norm):
         return None
-    return norm, grad_clip
+    return "train/grad_norm", norm, grad_clip
 
 
 def _lr_share(view: RunView, steps: np.ndarray) -> np.ndarray:

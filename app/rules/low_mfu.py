@@ -47,7 +47,7 @@ class LowMfu(Rule):
         skip = warmup if warmup is not None else limits.default_warmup
         # Judged once a full window of post-warmup points ends at the point.
         first_post = series.index_of(int(np.ceil(skip)))
-        start = max(series.index_of(view.since + 1), first_post + limits.window - 1)
+        start = max(view.first_new(KEY), first_post + limits.window - 1)
         if start >= len(series):
             return []
         offset = start - limits.window + 1

@@ -29,7 +29,7 @@ class NonFinite(Rule):
     def check(self, view: RunView, limits: Thresholds) -> list[Observation]:
         observations: list[Observation] = []
         for key in WATCHED:
-            new = view.series(key).after(view.since)
+            new = view.new(key)
             bad = ~np.isfinite(new.values)
             for step, value, is_bad in zip(new.steps, new.values, bad, strict=True):
                 if is_bad:

@@ -36,7 +36,7 @@ class Overfit(Rule):
 
     def check(self, view: RunView, limits: OverfitThresholds) -> list[Observation]:
         val = view.series("val/loss")
-        if not len(val.after(view.since)):
+        if not len(view.new("val/loss")):
             return []
         train = _train_at(view, val.steps, limits.smooth_window)
         if train is None:
@@ -61,7 +61,7 @@ class Overfit(Rule):
         last_onset = np.maximum.accumulate(np.where(onset, np.arange(len(steps)), -1))
         active = above & (last_onset > best_index)
         observations = []
-        for i in np.flatnonzero(steps > view.since):
+        for i in np.flatnonzero(steps > view.since_of("val/loss")):
             step = int(steps[i])
             if not active[i]:
                 observations.append(Observation(step, False))

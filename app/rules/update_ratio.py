@@ -62,7 +62,7 @@ class UpdateRatio(Rule):
             points = view.series(key)
             settled = max(limits.skip_points, int(np.searchsorted(points.steps, warmup)))
             first = settled + limits.window - 1  # the first full window past warmup
-            positions = new_positions(points, view.since, first=first)
+            positions = new_positions(points, view.since_of(key), first=first)
             if not len(positions):
                 continue
             # Enough history before the new points to count a run of long_points.

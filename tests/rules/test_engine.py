@@ -37,8 +37,9 @@ def rows(start: int, stop: int, loss: float | str = 2.0) -> list[dict[str, Any]]
 
 @pytest.fixture
 def quiet_settings(settings: Settings) -> Settings:
-    """The engine is driven by the test (engine.poll()), not by its background loop."""
-    return settings.model_copy(update={"rules_enabled": False})
+    """The engine is driven by the test (engine.poll()), not by its background loop, and
+    judges the latest step at once (test_invariance.py covers the settle delay)."""
+    return settings.model_copy(update={"rules_enabled": False, "rules_settle_seconds": 0.0})
 
 
 @pytest.fixture
