@@ -63,7 +63,10 @@ def examples() -> list[Example]:
         Example("grad_norm_spike", {"train/grad_norm": series(grad)}),
         Example(  # the bad batch is at an eval step
             "loss_spike",
-            {"train/loss": series(spiky), "val/loss": series(noisy_decay(60)[::10], every=10)},
+            {
+                "train/loss": series(spiky),
+                "val/loss": series(1.1 * noisy_decay(60)[::10], every=10),
+            },
         ),
         Example("divergence", {"train/loss": series(diverged)}),
         Example(

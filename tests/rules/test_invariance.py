@@ -32,11 +32,20 @@ Request = list[dict[str, Any]]
 
 
 class Clock:
+    """The engine's wall clock. Held in the past while a test posts (however slow the
+    machine, no step settles by itself); `settle()` moves it past every write."""
+
     def __init__(self) -> None:
-        self.offset = 0.0
+        self.at = 0.0
 
     def __call__(self) -> float:
-        return time.time() + self.offset
+        return self.at
+
+    def hold(self) -> None:
+        self.at = 0.0
+
+    def settle(self) -> None:
+        self.at = time.time() + 60
 
 
 @pytest.fixture(scope="module")
@@ -144,8 +153,9 @@ def test_findings_do_not_depend_on_batching_or_order(
             if index < len(requests):
                 _post(engine, run_id, requests[index])
         engine.poll()
-    clock.offset += 60  # the runs go quiet: their latest steps settle
+    clock.settle()  # the runs go quiet: their latest steps settle
     engine.poll()
+    clock.hold()
     for example, run_id, _ in runs:
         expected = _replayed(example)
         assert example.code in [finding[0] for finding in expected], example.code
@@ -164,11 +174,13 @@ def test_a_late_train_row_for_an_already_judged_eval_step_is_still_judged(
     _post(engine, run_id, rows[:40])
     engine.poll()
     _post(engine, run_id, [{"step": 40, "metrics": {"val/loss": 2.0}}])
-    clock.offset += 5  # step 40 settles with only its val row
+    clock.settle()  # step 40 settles with only its val row
     engine.poll()
+    clock.hold()
     assert _engine_findings(client, run_id) == []
-    _post(engine, run_id, [rows[40]])
-    clock.offset += 5
+    _post(engine, run_id, [{"step": 40, "metrics": {"train/loss": 5.0}}])
+    clock.settle()
     engine.poll()
+    clock.hold()
     (spike,) = _engine_findings(client, run_id)
     assert spike[:3] == ("loss_spike", "", 40)
