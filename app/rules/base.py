@@ -43,6 +43,7 @@ class Observation:
     severity: Severity | None = None  # None: the rule's default severity
     evidence: Mapping[str, Any] = field(default_factory=dict)
     detail: str = ""  # a sentence about this case, shown before the general explanation
+    fix: str | None = None  # advice for this case, instead of the rule's general fix
 
 
 @dataclass(slots=True)
@@ -215,9 +216,28 @@ class Rule:
     # many steps before this one is linked to it (a grad-norm spike warning of a loss spike).
     links_to: ClassVar[tuple[str, int] | None] = None
 
+    # Texts for a run fed by the user's own script (source "external"), where the
+    # general ones mention our trainer, worker, checkpoints or actions; None: the same.
+    explanation_external: ClassVar[str | None] = None
+    fix_external: ClassVar[str | None] = None
+    # The explanation once an episode resolved, where the general one assumes it cannot
+    # (a NaN that did not come back); None: the same.
+    recovered_explanation: ClassVar[str | None] = None
+
     @classmethod
-    def explanation(cls) -> str:
-        return " ".join((cls.__doc__ or "").split())
+    def explanation(cls, source: str = "launched", resolved: bool = False) -> str:
+        text = cls.__doc__ or ""
+        if source != "launched" and cls.explanation_external:
+            text = cls.explanation_external
+        if resolved and cls.recovered_explanation:
+            text = cls.recovered_explanation
+        return " ".join(text.split())
+
+    @classmethod
+    def fix_for(cls, source: str = "launched") -> str:
+        if source != "launched" and cls.fix_external:
+            return cls.fix_external
+        return cls.fix
 
     def check(self, view: RunView, limits: Any) -> list[Observation]:
         """Judge the steps after `view.since`; `limits` is an instance of `thresholds`."""

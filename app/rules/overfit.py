@@ -31,6 +31,11 @@ class Overfit(Rule):
         "ckpt_best). To train longer without overfitting, use more data, add dropout, raise "
         "weight_decay, or use a smaller model."
     )
+    fix_external = (
+        "Stop early and keep the weights from the evaluation with the best val loss (save "
+        "a checkpoint whenever val loss improves). To train longer without overfitting, use "
+        "more data, add dropout, raise weight_decay, or use a smaller model."
+    )
     thresholds = OverfitThresholds
     keep_firing_for = 1  # clear only when val loss is back near its best
 

@@ -36,6 +36,17 @@ class Stalled(Rule):
         "collective: set a NCCL timeout. Stop the run and resume it from its last "
         "checkpoint."
     )
+    explanation_external = (
+        "The script is still alive (it keeps sending heartbeats, or the run was never "
+        "finished) but has logged no new step for much longer than its steps normally "
+        "take. It may be hung: a deadlock in a collective under DDP, a data loader worker "
+        "that died, a full disk, or a step waiting on input."
+    )
+    fix_external = (
+        "Look at the script's output and at the process (py-spy dump PID shows where it "
+        "waits). Under DDP a rank that crashed leaves the others waiting in a collective: "
+        "set a NCCL timeout. If it is hung, stop it and restart from your last checkpoint."
+    )
     thresholds = StalledThresholds
     time_based = True
 

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from app.events import EventKind, publish
 from app.findings.service import finding_payload
-from app.models import Finding
+from app.models import Finding, Run
 from app.models.base import now
 from app.rules.base import Rule
 from app.rules.episodes import Episode
@@ -28,6 +28,8 @@ def save_episodes(
 ) -> list[Finding]:
     """Write each episode's finding; returns the findings that were opened just now."""
     opened: list[Finding] = []
+    run = session.get(Run, run_id)
+    source = str(run.source) if run is not None else "external"
     for episode in episodes:
         rule = rules[episode.code]
         finding = session.get(Finding, episode.finding_id) if episode.finding_id else None
@@ -35,7 +37,7 @@ def save_episodes(
             finding = Finding(run_id=run_id, code=rule.code, created_at=now())
             session.add(finding)
             opened.append(finding)
-        _fill(finding, rule, episode)
+        _fill(finding, rule, episode, source)
         session.flush()
         episode.finding_id = finding.id
         if finding in opened and rule.links_to is not None:
@@ -44,7 +46,7 @@ def save_episodes(
     return opened
 
 
-def _fill(finding: Finding, rule: type[Rule], episode: Episode) -> None:
+def _fill(finding: Finding, rule: type[Rule], episode: Episode, source: str) -> None:
     finding.title = f"{rule.title} ({episode.subject})" if episode.subject else rule.title
     finding.severity = episode.severity
     finding.first_step = episode.first_step
@@ -53,8 +55,9 @@ def _fill(finding: Finding, rule: type[Rule], episode: Episode) -> None:
     if episode.subject:
         evidence["subject"] = episode.subject
     finding.evidence = evidence
-    finding.explanation = " ".join(part for part in (episode.detail, rule.explanation()) if part)
-    finding.fix = rule.fix
+    explanation = rule.explanation(source, resolved=episode.state == "resolved")
+    finding.explanation = " ".join(part for part in (episode.detail, explanation) if part)
+    finding.fix = episode.fix or rule.fix_for(source)
     finding.updated_at = now()
     if episode.state == "resolved":
         finding.resolved_at = finding.resolved_at or finding.updated_at

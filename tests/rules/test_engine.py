@@ -184,6 +184,24 @@ def test_per_run_overrides_are_validated_and_can_disable_a_rule(app_client: Test
     assert findings(app_client, run_id) == []
 
 
+def test_texts_fit_an_external_run_and_a_one_off_nan_that_recovered(
+    app_client: TestClient,
+) -> None:
+    engine = engine_of(app_client)
+    run_id = create_external_run(app_client)
+    ingest(app_client, run_id, rows(0, 50))
+    ingest(app_client, run_id, rows(50, 51, loss="NaN"))
+    engine.poll()
+    (firing,) = findings(app_client, run_id)
+    for word in ("worker", "preset", "launched", "ckpt_", "actions."):
+        assert word not in firing["explanation"] + firing["fix"], word
+    ingest(app_client, run_id, rows(51, 60))
+    engine.poll()
+    (resolved,) = findings(app_client, run_id)
+    assert resolved["state"] == "resolved" and "one-off" in resolved["explanation"]
+    assert "the run is lost" not in resolved["explanation"]
+
+
 def test_a_nan_stops_a_launched_run(app_client: TestClient) -> None:
     engine = engine_of(app_client)
     created = app_client.post("/api/runs", json={"name": "nan", "config": {"max_steps": 100}})
