@@ -44,6 +44,7 @@ class ActivationScale(Rule):
         "For collapse: check the init std (~0.02) and that no layer's weights were zeroed "
         "or decayed away (weight decay too high for the learning rate)."
     )
+    per_layer = True
     thresholds = ScaleThresholds
     pending_for = 3  # three instrument points in a row
     keep_firing_for = 3

@@ -212,6 +212,8 @@ class Rule:
     keep_firing_for: ClassVar[int] = 1
     # Judged on a clock as well as on new points (a run that stopped logging).
     time_based: ClassVar[bool] = False
+    # Its subjects are layers: their episodes share one finding listing the layers.
+    per_layer: ClassVar[bool] = False
     # (other rule's code, steps): a finding of the other rule that began at most this
     # many steps before this one is linked to it (a grad-norm spike warning of a loss spike).
     links_to: ClassVar[tuple[str, int] | None] = None

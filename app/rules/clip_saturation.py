@@ -75,20 +75,24 @@ class ClipSaturation(Rule):
         # Two cases where heavy clipping does not mean an LR too high. Past its peak: late
         # in a decaying schedule the gradient norm grows as the LR falls (weight decay
         # against normalised layers), and a healthy run can clip on every step there.
-        # Before the loss has left its initial value: gradients are still at the init
-        # scale, as in a run whose LR is far too low to move it.
+        # While the loss sits near its initial value: gradients are still at the init
+        # scale, as in a run whose LR is far too low to move it. (A loss that went up
+        # from its start is judged: that is the LR hurting.)
         lr_share = _lr_share(view, steps)
         with np.errstate(invalid="ignore"):
             active = (fractions > limits.fraction) & ~(lr_share < limits.min_lr_share)
         candidates = np.flatnonzero(active)  # the loss level costs a median per point
+        rise = np.full(len(steps), np.nan)
         if len(candidates):
             loss_drop = _loss_drop(view, steps[candidates], window)
             with np.errstate(invalid="ignore"):
-                active[candidates] = ~(loss_drop < limits.min_loss_drop)
+                near_start = (loss_drop < limits.min_loss_drop) & (loss_drop >= -limits.loss_rise)
+                active[candidates] = ~near_start
+                # Rising over the window, or stuck above where it started.
+                rise[candidates] = np.fmax(
+                    _loss_rise(view, steps[candidates], window), -loss_drop
+                )
         candidates = np.flatnonzero(active)
-        rise = np.full(len(steps), np.nan)
-        if len(candidates):
-            rise[candidates] = _loss_rise(view, steps[candidates], window)
         update_ratio = _update_ratio(view) if len(candidates) else None
         grad_clip = view.config_number("grad_clip")
         norm = view.series("train/grad_norm")
@@ -119,7 +123,8 @@ class ClipSaturation(Rule):
             )
             if hurts:
                 why = (
-                    f"the loss rose {100 * rise[i]:.0f}% over the window"
+                    f"the loss is {100 * rise[i]:.0f}% higher than before (over the window, "
+                    "or against its start)"
                     if rise[i] > limits.loss_rise
                     else f"the median update ratio is {update_ratio:.2g}"
                 )
@@ -225,11 +230,15 @@ def _lr_share(view: RunView, steps: np.ndarray) -> np.ndarray:
 
 def _loss_drop(view: RunView, steps: np.ndarray, window: int) -> np.ndarray:
     """How far the median train/loss of the `window` points before each step lies below
-    the run's first loss (median of its first 5 points), as a fraction; NaN if unknown."""
+    the run's first loss (the median of its first 5 points, or the first point when
+    lower: a loss that shot up within those points), as a fraction; NaN if unknown."""
     loss = view.series("train/loss")
     drop = np.full(len(steps), np.nan)
-    first = loss.values[:5][np.isfinite(loss.values[:5])]
-    if not len(first) or float(np.median(first)) <= 0:
+    head = loss.values[:5][np.isfinite(loss.values[:5])]
+    if not len(head):
+        return drop
+    start = min(float(np.median(head)), float(head[0]))
+    if start <= 0:
         return drop
     index = np.clip(np.searchsorted(loss.steps, steps), 0, len(loss) - 1)
     found = loss.steps[index] == steps
@@ -238,5 +247,5 @@ def _loss_drop(view: RunView, steps: np.ndarray, window: int) -> np.ndarray:
     low, high = int(index[found].min()), int(index[found].max())
     offset = max(0, low - window)
     level = trailing_baseline(loss.values[offset : high + 1], low - offset, window).median
-    drop[found] = 1 - level[index[found] - low] / float(np.median(first))
+    drop[found] = 1 - level[index[found] - low] / start
     return drop

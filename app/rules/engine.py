@@ -36,8 +36,8 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.db import Database
-from app.events import EventKind
-from app.findings.service import finding_payload
+from app.events import EventKind, publish
+from app.findings.service import finding_payload, run_diagnosis
 from app.metrics.cache import SeriesCache
 from app.metrics.store import MetricStore
 from app.models import Event, Finding, Metric, RuleState, Run, RunSeries, RunSource, RunStatus
@@ -53,6 +53,7 @@ from app.runs.lifecycle import transition
 log = logging.getLogger(__name__)
 
 CURSOR = "_cursor"  # the rule_states row holding the last step judged
+DIAGNOSIS = "_diagnosis"  # the rule_states row holding the diagnosis last sent
 WATCHED_EVENTS = (EventKind.points.value, EventKind.status.value)
 EVENT_BATCH = 10_000
 # A run first seen with a long history (an import, or points written while the API was
@@ -158,6 +159,8 @@ class RuleEngine:
             if run is None:  # deleted while we judged it
                 return []
             opened = save_episodes(session, run_id, changed, self.rules_by_code)
+            if changed:
+                self._publish_diagnosis(session, run_id)
             self._save_states(
                 session, run_id, rules, open_episodes, None if clock_only else (last_step, marks)
             )
@@ -324,6 +327,25 @@ class RuleEngine:
             elif row.state != state:
                 row.state = state
                 row.updated_at = now()
+
+    def _publish_diagnosis(self, session: Session, run_id: int) -> None:
+        """Send the run's diagnosis on its stream when it differs from the last one sent."""
+        document = run_diagnosis(session, self.store, run_id)
+        row = session.scalars(
+            select(RuleState).where(RuleState.run_id == run_id, RuleState.code == DIAGNOSIS)
+        ).first()
+        if row is not None and row.state.get("document") == document:
+            return
+        publish(session, run_id, EventKind.diagnosis, document)
+        if row is None:
+            session.add(
+                RuleState(
+                    run_id=run_id, code=DIAGNOSIS, state={"document": document}, updated_at=now()
+                )
+            )
+        else:
+            row.state = {"document": document}
+            row.updated_at = now()
 
     def _act(self, session: Session, run: Run, opened: list[Finding]) -> None:
         """The per-run policy: a non-finite loss stops a launched run (the trainer keeps

@@ -49,6 +49,7 @@ class UpdateRatio(Rule):
         "nothing. Too large: lower the learning rate, lengthen warmup and set grad_clip "
         "(1.0). A single layer out of line points at its init scale or its weight decay."
     )
+    per_layer = True
     thresholds = UpdateRatioThresholds
     pending_for = 3  # three instrument points in a row
     keep_firing_for = 3
