@@ -24,8 +24,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
+from app.models import Finding
 from app.rules.base import SEVERITY_RANK
 
 LR_SYMPTOMS = (
@@ -43,17 +44,6 @@ LR_SYMPTOMS = (
 EARLY_STEPS = 200  # symptoms that begin before this step may be the missing warmup's
 
 
-class FindingLike(Protocol):
-    id: int
-    code: str
-    title: str
-    severity: str
-    state: str
-    first_step: int | None
-    last_step: int | None
-    evidence: dict[str, Any]
-
-
 @dataclass
 class RunFacts:
     """What the diagnosis reads besides the findings."""
@@ -68,13 +58,13 @@ class RunFacts:
 @dataclass
 class _Group:
     cause: str
-    findings: list[FindingLike]
+    findings: list[Finding]
     title: str = ""
     summary: str = ""
     fix: str = ""
 
 
-def diagnose(run_id: int, facts: RunFacts, findings: Sequence[FindingLike]) -> dict[str, Any]:
+def diagnose(run_id: int, facts: RunFacts, findings: Sequence[Finding]) -> dict[str, Any]:
     """The diagnosis document of `GET /api/runs/{id}/diagnosis` and of the SSE event."""
     groups = _group(facts, list(findings))
     diagnoses = [_document(group) for group in groups]
@@ -96,14 +86,14 @@ def diagnose(run_id: int, facts: RunFacts, findings: Sequence[FindingLike]) -> d
 # -- grouping ------------------------------------------------------------------------
 
 
-def _group(facts: RunFacts, findings: list[FindingLike]) -> list[_Group]:
-    by_code: dict[str, list[FindingLike]] = {}
+def _group(facts: RunFacts, findings: list[Finding]) -> list[_Group]:
+    by_code: dict[str, list[Finding]] = {}
     for finding in findings:
         by_code.setdefault(finding.code, []).append(finding)
     taken: set[int] = set()
     groups: list[_Group] = []
 
-    def take(cause: str, members: list[FindingLike]) -> _Group:
+    def take(cause: str, members: list[Finding]) -> _Group:
         group = _Group(cause, members)
         taken.update(f.id for f in members)
         groups.append(group)
@@ -162,7 +152,7 @@ def _group(facts: RunFacts, findings: list[FindingLike]) -> list[_Group]:
     return groups
 
 
-def _single_cause(finding: FindingLike) -> str:
+def _single_cause(finding: Finding) -> str:
     code = finding.code
     if code == "init_loss":
         return "init_scale" if (finding.evidence.get("ratio") or 1) > 1 else "data_leak"
@@ -276,13 +266,13 @@ def _describe_single(group: _Group, facts: RunFacts) -> None:
     many = len(group.findings)
     group.title = first.title if many == 1 else f"{first.title} (x{many})"
     group.summary = _joined(_evidence_phrases(group.findings, facts)) or first.title
-    group.fix = getattr(first, "fix", "") or ""
+    group.fix = first.fix or ""
 
 
-def _evidence_phrases(findings: Sequence[FindingLike], facts: RunFacts) -> list[str]:
+def _evidence_phrases(findings: Sequence[Finding], facts: RunFacts) -> list[str]:
     """A short clause per symptom, with its numbers, in a fixed causal order."""
     ln_v = math.log(facts.vocab_size) if facts.vocab_size and facts.vocab_size > 1 else None
-    by_code: dict[str, list[FindingLike]] = {}
+    by_code: dict[str, list[Finding]] = {}
     for f in findings:
         by_code.setdefault(f.code, []).append(f)
     phrases: list[str] = []
@@ -366,7 +356,7 @@ def _document(group: _Group) -> dict[str, Any]:
     }
 
 
-def _layers(findings: Sequence[FindingLike]) -> list[str]:
+def _layers(findings: Sequence[Finding]) -> list[str]:
     layers: list[str] = []
     for f in findings:
         subject = [f.evidence["subject"]] if "subject" in f.evidence else []
@@ -380,21 +370,21 @@ def _layers(findings: Sequence[FindingLike]) -> list[str]:
 _PER_LAYER = ("activation_saturation", "dead_units", "activation_scale", "update_ratio")
 
 
-def _layer_count(findings: Sequence[FindingLike]) -> str:
+def _layer_count(findings: Sequence[Finding]) -> str:
     return _count(len(_layers(findings)), "layer")
 
 
-def _too_small(finding: FindingLike) -> bool:
+def _too_small(finding: Finding) -> bool:
     median, low = finding.evidence.get("median_ratio"), finding.evidence.get("low")
     return isinstance(median, int | float) and isinstance(low, int | float) and median < low
 
 
-def _collapsed(finding: FindingLike) -> bool:
+def _collapsed(finding: Finding) -> bool:
     ratio = finding.evidence.get("ratio")
     return isinstance(ratio, int | float) and ratio < 1
 
 
-def _subject(finding: FindingLike) -> str:
+def _subject(finding: Finding) -> str:
     return str(finding.evidence.get("subject", ""))
 
 
@@ -405,8 +395,8 @@ def _config_number(config: Mapping[str, Any], name: str) -> float | None:
     return float(value)
 
 
-def _first_sentence(finding: FindingLike) -> str:
-    detail = str(finding.evidence.get("detail") or getattr(finding, "explanation", "") or "")
+def _first_sentence(finding: Finding) -> str:
+    detail = str(finding.evidence.get("detail") or finding.explanation or "")
     head = detail.split(". ")[0].rstrip(".")
     return head if head else finding.title
 
