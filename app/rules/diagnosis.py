@@ -139,10 +139,17 @@ def _group(facts: RunFacts, findings: list[Finding]) -> list[_Group]:
             _describe_single(take("plateau", [finding]), facts)
     rest = [f for f in findings if f.id not in taken]
     bad_batches = [f for f in rest if f.code in ("loss_spike", "grad_norm_spike")]
-    if bad_batches:
+    missing_warmup = [f for f in stability if _subject(f) == "warmup" and f.id not in taken]
+    if bad_batches and missing_warmup and all(
+        (f.first_step or 0) < EARLY_STEPS for f in bad_batches
+    ):
+        # Early spikes in a run without warmup: the warmup is the likelier cause.
+        group = take("missing_warmup", bad_batches + missing_warmup)
+        _describe_missing_warmup(group, facts)
+    elif bad_batches:
         group = take("bad_batch", bad_batches)
         _describe_bad_batch(group)
-        rest = [f for f in rest if f.id not in taken]
+    rest = [f for f in findings if f.id not in taken]
     for finding in rest:
         if finding.id in taken:
             continue

@@ -26,6 +26,7 @@ from app.rules.nonfinite import NonFinite
 from app.rules.overfit import Overfit
 from app.rules.plateau import Plateau
 from app.rules.resume_discontinuity import ResumeDiscontinuity
+from app.rules.stability import Stability
 from app.rules.stalled import Stalled
 from app.rules.throughput_drop import ThroughputDrop
 from app.rules.train_val_leak import TrainValLeak
@@ -34,6 +35,7 @@ from app.rules.update_ratio import UpdateRatio
 RULES: tuple[type[Rule], ...] = (
     NonFinite,
     InitLoss,
+    Stability,
     GradNormSpike,
     LossSpike,
     Divergence,
