@@ -53,7 +53,9 @@ class LowMfu(Rule):
         offset = start - limits.window + 1
         # A trailing baseline of the series with a NaN appended: the window before
         # index i + 1 is the window ending at point i, which is the one wanted here.
-        values = np.r_[series.values[offset:], np.nan]
+        # Values above 100% are no MFU (mfu_measurement's finding): left out.
+        values = series.values[offset:]
+        values = np.r_[np.where(values > 1.0, np.nan, values), np.nan]
         median = trailing_baseline(values, limits.window, limits.window).median
         device = view.config.get("device")
         device = device if isinstance(device, str) and device != "auto" else None

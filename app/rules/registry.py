@@ -22,6 +22,7 @@ from app.rules.init_loss import InitLoss
 from app.rules.loss_spike import LossSpike
 from app.rules.low_mfu import LowMfu
 from app.rules.lr_schedule import LrSchedule
+from app.rules.mfu_measurement import MfuMeasurement
 from app.rules.nonfinite import NonFinite
 from app.rules.overfit import Overfit
 from app.rules.plateau import Plateau
@@ -51,6 +52,7 @@ RULES: tuple[type[Rule], ...] = (
     ResumeDiscontinuity,
     ThroughputDrop,
     LowMfu,
+    MfuMeasurement,
     Stalled,
 )
 

@@ -138,6 +138,12 @@ def examples() -> list[Example]:
             {"rules": {"throughput_drop": {"window": 60}}},
         ),
         Example(
+            "stability",
+            {"train/loss": series(noisy_decay(20))},
+            {"lr": 1e-2, "warmup_steps": 0, "grad_clip": 0},
+        ),
+        Example("mfu_measurement", {"perf/mfu": series([3.06] * 10)}),
+        Example(
             "low_mfu",
             {"perf/mfu": series(mfu)},
             {"warmup_steps": 5, "device": "cuda", "rules": {"low_mfu": {"window": 10}}},
