@@ -123,6 +123,7 @@ class RunView:
         key_since: Mapping[str, int] | None = None,
         source: str = "external",
         heartbeat_time: float | None = None,
+        status_since: float | None = None,
     ) -> None:
         self.run_id = run_id
         self.status = status
@@ -132,6 +133,7 @@ class RunView:
         self._key_since = dict(key_since) if key_since is not None else None
         self.source = source  # "launched" (our trainer and worker) or "external"
         self.heartbeat_time = heartbeat_time  # the client's latest heartbeat, if any
+        self.status_since = status_since  # when the run entered its status (a resume)
         self.last_step = last_step
         self.now = now
         self.last_write_time = last_write_time

@@ -249,6 +249,11 @@ class RuleEngine:
             key_since={name: int(mark) for name, mark in stored_marks.items()},
             source=str(run.source),
             heartbeat_time=run.heartbeat_at,
+            status_since=session.scalar(
+                select(func.max(Event.created_at)).where(
+                    Event.run_id == run_id, Event.kind == EventKind.status.value
+                )
+            ),
         )
         open_episodes = {
             code: {subject: Episode.from_state(state) for subject, state in stored.items()}
