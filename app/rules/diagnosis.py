@@ -118,6 +118,16 @@ def _group(facts: RunFacts, findings: list[Finding]) -> list[_Group]:
         ]
         missing_warmup = [f for f in stability if _subject(f) == "warmup"]
         sustained = any(f.state == "firing" for f in by_code.get("divergence", []))
+        if sustained:
+            # A loss that diverged and stays up also "plateaus" and, in its noise, may
+            # "overfit": artefacts of the same cause, not causes of their own.
+            diverged_at = min(f.first_step or 0 for f in by_code["divergence"])
+            members += [
+                f
+                for code in ("plateau", "overfit")
+                for f in by_code.get(code, [])
+                if code == "plateau" or (f.first_step or 0) >= diverged_at
+            ]
         early = all((f.first_step or 0) < EARLY_STEPS for f in members)
         no_warmup = bool(missing_warmup) or _config_number(facts.config, "warmup_steps") == 0
         if no_warmup and early and not sustained:

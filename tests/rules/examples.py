@@ -49,11 +49,11 @@ def examples() -> list[Example]:
     diverged = noisy_decay(60)
     diverged[40:50] = 6.0
     clipped = [float(i % 10 < 7) for i in range(60)]
-    flat = 4.0 * (1 + 0.01 * np.random.default_rng(0).standard_normal(80))
+    flat = 4.0 * (1 + 0.01 * np.random.default_rng(0).standard_normal(50))
     val = [3.0, 2.8, 2.6, 2.5, 2.45, 2.5, 2.56, 2.62, 2.7, 2.78]
     leak = list(np.linspace(3.0, 2.0, 8))
-    tokens = 1e5 * (1 + 0.05 * np.random.default_rng(0).standard_normal(100))
-    tokens[50:75] *= 0.1
+    tokens = 1e5 * (1 + 0.05 * np.random.default_rng(0).standard_normal(70))
+    tokens[35:58] *= 0.1
     mfu = 0.05 * (1 + 0.1 * np.random.default_rng(0).standard_normal(40))
     resumed = noisy_decay(60)
     resumed[30:] *= 1 + 0.5 * np.exp(-np.arange(30) / 10)
@@ -83,10 +83,10 @@ def examples() -> list[Example]:
             "plateau",
             {
                 "train/loss": series(flat),
-                "train/grad_norm": series(np.full(80, 0.8)),
-                "train/lr": series(np.full(80, 2e-6)),
+                "train/grad_norm": series(np.full(50, 0.8)),
+                "train/lr": series(np.full(50, 2e-6)),
             },
-            {"max_steps": 80, "rules": {"plateau": {"min_stretch": 20}}},
+            {"max_steps": 50, "rules": {"plateau": {"min_stretch": 12}}},
         ),
         Example(
             "overfit",
@@ -135,7 +135,7 @@ def examples() -> list[Example]:
         Example(
             "throughput_drop",
             {"perf/tokens_per_sec": series(tokens)},
-            {"rules": {"throughput_drop": {"window": 60}}},
+            {"rules": {"throughput_drop": {"window": 50, "min_points": 20}}},
         ),
         Example(
             "stability",
