@@ -44,6 +44,11 @@ class Settings(BaseSettings):
         default=None, ge=1, description="concurrent runs; default one per visible GPU, one on CPU"
     )
     worker_poll_seconds: float = Field(default=0.5, gt=0, le=10)
+    gpu_name: str | None = Field(
+        default=None,
+        description="the GPU the workers train on (e.g. 'H100'): launches are checked "
+        "against its memory; unset, cuda runs are checked against the largest known GPU",
+    )
     worker_alive_file: Path | None = Field(
         default=None, description="touched every worker round, for container health checks"
     )

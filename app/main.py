@@ -18,6 +18,7 @@ from app.config import Settings, get_settings
 from app.datasets.router import router as datasets_router
 from app.db import Database
 from app.errors import install_error_handlers
+from app.estimate.router import router as estimate_router
 from app.findings.router import router as findings_router
 from app.metrics.cache import SeriesCache
 from app.metrics.router import router as metrics_router
@@ -71,7 +72,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.watchdog = Watchdog(db, settings)
     app.state.rules = RuleEngine(db, store, app.state.cache, settings)
     install_error_handlers(app)
-    for router in (runs_router, metrics_router, findings_router, datasets_router, stream_router):
+    for router in (
+        runs_router,
+        metrics_router,
+        findings_router,
+        datasets_router,
+        stream_router,
+        estimate_router,
+    ):
         app.include_router(router, prefix="/api")
 
     @app.get("/healthz", tags=["health"])

@@ -16,6 +16,7 @@ BENCHMARKS = [
     "bench.sink",
     "bench.rules_engine",
     "bench.bench_trainer",
+    "bench.tokenizer",
     "bench.ui_latency",
 ]
 

@@ -1,4 +1,4 @@
-"""Tokenizers, the train/val split and random-window batches.
+"""The train/val split and random-window batches.
 
 Batches are drawn from a dedicated generator (one per DDP rank) so the data order is
 part of the checkpointed state and never shares randomness with dropout. Evaluation
@@ -10,68 +10,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 from trainer.config import TrainConfig
-
-
-class CharTokenizer:
-    """One token per distinct character of the corpus."""
-
-    kind = "char"
-
-    def __init__(self, chars: str) -> None:
-        self.chars = chars
-        self.stoi = {ch: i for i, ch in enumerate(chars)}
-
-    @classmethod
-    def from_text(cls, text: str) -> CharTokenizer:
-        return cls("".join(sorted(set(text))))
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.chars)
-
-    def encode(self, text: str) -> list[int]:
-        try:
-            return [self.stoi[ch] for ch in text]
-        except KeyError as exc:
-            raise ValueError(f"character {exc.args[0]!r} is not in the vocabulary") from None
-
-    def decode(self, ids: list[int]) -> str:
-        return "".join(self.chars[i] for i in ids)
-
-    def state(self) -> dict[str, Any]:
-        return {"kind": self.kind, "chars": self.chars}
-
-
-class ByteTokenizer:
-    """UTF-8 bytes: vocabulary 256, any text."""
-
-    kind = "byte"
-    vocab_size = 256
-
-    def encode(self, text: str) -> list[int]:
-        return list(text.encode("utf-8"))
-
-    def decode(self, ids: list[int]) -> str:
-        return bytes(ids).decode("utf-8", errors="replace")
-
-    def state(self) -> dict[str, Any]:
-        return {"kind": self.kind}
-
-
-Tokenizer = CharTokenizer | ByteTokenizer
-
-
-def build_tokenizer(kind: str, text: str) -> Tokenizer:
-    return CharTokenizer.from_text(text) if kind == "char" else ByteTokenizer()
-
-
-def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:
-    return CharTokenizer(state["chars"]) if state["kind"] == "char" else ByteTokenizer()
+from trainer.tokenizer import Tokenizer
 
 
 @dataclass

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import resource
 import sys
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
+import psutil
 import torch
 import torch.nn as nn
+from torch._C._profiler import _EventType
 
 from trainer.model import MLP_STATS, RESID_STATS, layer_names, layer_of
 
@@ -92,10 +96,61 @@ class LayerInstruments:
         return out
 
 
-def memory_gb(device: torch.device) -> float:
-    """Peak memory in GB: allocated tensors on CUDA, resident set size elsewhere."""
+def resident_bytes() -> int:
+    """This process's resident set size now."""
+    return psutil.Process().memory_info().rss
+
+
+def memory_gb(device: torch.device, rss_baseline: int) -> float:
+    """Peak memory of this run in GB.
+
+    CUDA: torch.cuda.max_memory_allocated, the peak of allocated tensors. Elsewhere the
+    RSS delta: the process's peak resident set size minus `rss_baseline`, its size when
+    the run's setup began, so the interpreter and libraries are left out. It counts
+    the allocator's slack too, so it reads somewhat above the tensor estimate.
+    """
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 1e9
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # ru_maxrss is KiB on Linux, bytes on macOS.
-    return peak / 1e9 if sys.platform == "darwin" else peak * 1024 / 1e9
+    peak_bytes = peak if sys.platform == "darwin" else peak * 1024
+    return max(0, peak_bytes - rss_baseline) / 1e9
+
+
+def profiled_peak_bytes(fn: Callable[[], object]) -> int:
+    """Peak growth of tensor allocations on the CPU while fn runs, in bytes.
+
+    Read from the profiler's allocation events (every tensor allocation and free, in
+    order), so it counts tensors only: not the allocator's caching, the interpreter or
+    shared libraries, which make RSS a blunt measure for small models. Slow (the
+    profiler records every op): for tests and benchmarks, not for every step.
+    """
+    with torch.profiler.profile(
+        activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
+    ) as prof:
+        fn()
+    changes = sorted(
+        (event.start_time_ns, event.typed[1].alloc_size)
+        for event in _walk(prof.profiler.kineto_results.experimental_event_tree())
+        if event.typed[0] == _EventType.Allocation and event.typed[1].device.type == "cpu"
+    )
+    level = peak = 0
+    for _, size in changes:
+        level += size
+        peak = max(peak, level)
+    return peak
+
+
+def _walk(events: list[Any]) -> Iterator[Any]:
+    for event in events:
+        yield event
+        yield from _walk(event.children)
+
+
+def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    """Bytes held by distinct tensor storages (shared storages counted once)."""
+    seen: dict[int, int] = {}
+    for tensor in tensors:
+        storage = tensor.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+    return sum(seen.values())

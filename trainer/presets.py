@@ -211,6 +211,36 @@ _PRESETS = [
     ),
 ]
 
+# Rules an LR range test trips on purpose: it drives the LR up until the loss diverges.
+_SWEEP_TRIPS = (
+    "divergence", "loss_spike", "grad_norm_spike", "clip_saturation", "plateau", "nonfinite",
+    "update_ratio", "activation_scale", "activation_saturation", "dead_units", "lr_schedule",
+)  # fmt: skip
+
+_PRESETS.append(
+    Preset(
+        name="lr_finder",
+        title="LR range finder",
+        description=(
+            "Not a training run: from a fresh model the learning rate grows exponentially "
+            "from 1e-6 to 10 over 200 steps and the run ends when the smoothed loss "
+            "diverges (4x its minimum). The run page plots loss against LR and suggests a "
+            "tenth of the LR at the smoothed loss's minimum, with a button to launch it."
+        ),
+        expected_findings=[],
+        overrides=_small(
+            max_steps=200,
+            warmup_steps=0,
+            schedule="constant",
+            eval_interval=1000,
+            sample_interval=1000,
+            checkpoint_interval=1000,
+            lr_finder={"start_lr": 1e-6, "end_lr": 10.0},
+            rules={code: {"enabled": False} for code in _SWEEP_TRIPS},
+        ),
+    )
+)
+
 PRESETS: dict[str, Preset] = {preset.name: preset for preset in _PRESETS}
 
 

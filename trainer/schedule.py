@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from trainer.config import TrainConfig
+from trainer.lr_finder import sweep_lr
 
 
 def lr_at(
@@ -31,6 +32,8 @@ def lr_at(
 
 
 def config_lr(config: TrainConfig, step: int) -> float:
+    if config.lr_finder is not None:
+        return sweep_lr(config.lr_finder, step, config.max_steps)
     return lr_at(
         step, config.lr, config.min_lr, config.warmup_steps, config.max_steps, config.schedule
     )

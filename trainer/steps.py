@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from trainer.data import Tokenizer
+from trainer.tokenizer import Tokenizer
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 

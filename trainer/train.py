@@ -32,7 +32,7 @@ from trainer.checkpoint import (
 )
 from trainer.config import TrainConfig
 from trainer.control import StopFlag, TrainControl, stop_on_sigterm
-from trainer.data import Batches, build_tokenizer, data_seed, make_splits, tokenizer_from_state
+from trainer.data import Batches, data_seed, make_splits
 from trainer.distributed import (
     DistInfo,
     all_reduce_sum,
@@ -41,7 +41,9 @@ from trainer.distributed import (
     init_distributed,
     shutdown_distributed,
 )
-from trainer.instruments import LayerInstruments, memory_gb
+from trainer.instruments import LayerInstruments, memory_gb, resident_bytes
+from trainer.lr_finder import LRRangeTest
+from trainer.memory import estimate_memory
 from trainer.mfu import device_peak_flops, flops_per_token
 from trainer.model import GPT, build_model
 from trainer.optim import build_optimizer, set_lr
@@ -50,6 +52,7 @@ from trainer.schedule import config_lr
 from trainer.sink import MetricSink
 from trainer.stats import is_loss_spike
 from trainer.steps import estimate_loss, forward_backward, sample_text
+from trainer.tokenizer import build_tokenizer, tokenizer_from_state
 
 __all__ = ["TrainControl", "TrainResult", "train"]
 
@@ -57,6 +60,8 @@ log = logging.getLogger(__name__)
 
 SPIKE_WINDOW = 128  # losses the spike detector compares against
 SPIKE_MIN_HISTORY = 64  # before this many, every step is taken
+# Trained BPE tokenizers, shared by the runs beside out_dir (the data dir's runs/).
+TOKENIZER_CACHE = "_tokenizers"
 
 
 @dataclass
@@ -125,6 +130,9 @@ class _Run:
         configure_backends(self.device)
         self.autocast = autocast_context(config, self.device)
         self.best_val_loss: float | None = None
+        self.evals_without_improvement = 0  # for actions.early_stop
+        self.early_stop_reason: str | None = None
+        self.lr_finder_reason: str | None = None
         self.last_checkpoint: Path | None = None
 
     # -- setup ---------------------------------------------------------------------------
@@ -132,6 +140,7 @@ class _Run:
     def _setup(self, resume: bool) -> int:
         """Build everything; returns the step to start at."""
         config, rank = self.config, self.dist.rank
+        self.rss_baseline = resident_bytes()
         checkpoint_path = latest_checkpoint(self.out_dir) if resume else None
         if resume and checkpoint_path is None:
             log.warning("resume requested but %s has no checkpoint; starting fresh", self.out_dir)
@@ -141,7 +150,8 @@ class _Run:
         if state is not None:
             self.tokenizer = tokenizer_from_state(state["tokenizer"])
         else:
-            self.tokenizer = build_tokenizer(config.tokenizer, self.text)
+            cache = self.out_dir.parent / TOKENIZER_CACHE
+            self.tokenizer = build_tokenizer(config.tokenizer, self.text, config.vocab_size, cache)
         self.batches = Batches(
             config, make_splits(config, self.text, self.tokenizer), self.device, rank
         )
@@ -166,6 +176,7 @@ class _Run:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.flops_per_token = flops_per_token(config, self.model.num_params())
         self.peak_flops = device_peak_flops(self.device, config.precision)
+        self.mem_estimate_gb = estimate_memory(config, self.tokenizer.vocab_size).total_bytes / 1e9
         return start_step
 
     def _restore(self, state: dict[str, Any]) -> int:
@@ -177,6 +188,7 @@ class _Run:
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.best_val_loss = state.get("best_val_loss")
+        self.evals_without_improvement = int(state.get("evals_without_improvement", 0))
         rng_states = state["rng"]
         if len(rng_states) == self.dist.world_size:
             restore_rng_state(rng_states[self.dist.rank])
@@ -209,6 +221,7 @@ class _Run:
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "step": next_step,
             "best_val_loss": self.best_val_loss,
+            "evals_without_improvement": self.evals_without_improvement,
             "config": self.config.model_dump(mode="json"),
             "tokenizer": self.tokenizer.state(),
             "rng": all_rng,
@@ -226,6 +239,7 @@ class _Run:
         start_step = self._setup(resume)
         history: deque[float] = deque(maxlen=SPIKE_WINDOW)  # recent finite losses
         last_loss: float | None = None
+        finder = LRRangeTest(config.lr_finder) if config.lr_finder is not None else None
 
         for step in range(start_step, config.max_steps):
             if faults.restart_at_step == step and step > start_step:
@@ -234,6 +248,13 @@ class _Run:
                 self.sink.flush()
                 raise _Restart
             metrics = self._between_steps(step, first=step == start_step)
+            if self.early_stop_reason is not None:
+                # The eval before this step said stop: log it and keep the weights it scored.
+                if self.dist.is_main:
+                    self.sink.log(step, metrics, time.time())
+                if self._state_is_finite():
+                    self._save(LATEST, step)
+                return self._result("completed", step, last_loss, self.early_stop_reason)
             lr = config_lr(config, step)
             set_lr(self.optimizer, lr)
             instrument = step % config.instrument_interval == 0
@@ -256,8 +277,11 @@ class _Run:
             metrics.update(self._perf(step_time))
             if instrument:
                 metrics.update(self.instruments.metrics(values[3:]))
+            finder_done = finder is not None and self._lr_finder_step(finder, step, metrics)
             if self.dist.is_main:
                 self.sink.log(step, metrics, time.time())
+            if finder_done:
+                return self._result("completed", step + 1, last_loss, self.lr_finder_reason)
 
             if math.isfinite(loss):
                 history.append(loss)
@@ -383,20 +407,65 @@ class _Run:
             ]
         )
         val_loss, train_loss = (all_reduce_sum(pair, self.dist) / self.dist.world_size).tolist()
-        if math.isfinite(val_loss) and (
-            self.best_val_loss is None or val_loss < self.best_val_loss
-        ):
+        metrics = {"val/loss": val_loss, "train/loss_eval": train_loss}
+        early_stop = self.config.actions.early_stop
+        min_delta = early_stop.min_delta if early_stop is not None else 0.0
+        previous_best = self.best_val_loss
+        finite = math.isfinite(val_loss)
+        # Early stopping counts evaluations without an improvement of more than min_delta;
+        # the best checkpoint follows every improvement, however small.
+        if finite and (previous_best is None or val_loss < previous_best - min_delta):
+            self.evals_without_improvement = 0
+        else:
+            self.evals_without_improvement += 1
+        if finite and (previous_best is None or val_loss < previous_best):
             self.best_val_loss = val_loss
             if step > 0 and self._state_is_finite():
                 self._save(BEST, step)  # the weights that scored it: before this step's update
-        return {"val/loss": val_loss, "train/loss_eval": train_loss}
+        if early_stop is not None and self.evals_without_improvement >= early_stop.patience:
+            metrics.update(self._early_stop(step, early_stop.patience, min_delta))
+        return metrics
+
+    def _early_stop(self, step: int, patience: int, min_delta: float) -> dict[str, float]:
+        """actions.early_stop: end the run after this step; ckpt_best keeps the best weights.
+
+        The `train/early_stopped` marker (its value: the best val loss) is what the
+        `early_stop` rule turns into a finding."""
+        best = self.best_val_loss if self.best_val_loss is not None else math.nan
+        self.early_stop_reason = (
+            f"early stop at step {step}: val/loss has not improved by more than {min_delta:g} "
+            f"for {patience} evaluations (best {best:.4g}); ckpt_best holds the best weights"
+        )
+        return {"train/early_stopped": best}
+
+    def _lr_finder_step(
+        self, finder: LRRangeTest, step: int, metrics: dict[str, float]
+    ) -> bool:
+        """Feed the LR range test; True (and the suggestion in metrics) when it is done."""
+        diverged = finder.observe(metrics["train/lr"], metrics["train/loss"])
+        if finder.smoothed is not None:
+            metrics["lr_finder/smoothed_loss"] = finder.smoothed
+        if not diverged and step < self.config.max_steps - 1:
+            return False
+        suggestion = finder.suggestion()
+        how = f"diverged at lr {metrics['train/lr']:.3g}" if diverged else "reached end_lr"
+        if suggestion is None:
+            self.lr_finder_reason = f"LR range test {how} before any finite loss"
+        else:
+            metrics["lr_finder/suggested_lr"] = suggestion
+            self.lr_finder_reason = (
+                f"LR range test {how}; suggested lr {suggestion:.3g} "
+                f"(a tenth of the lr at the smoothed loss's minimum)"
+            )
+        return True
 
     def _perf(self, step_time: float) -> dict[str, float]:
         tokens_per_sec = self.config.tokens_per_step / step_time
         perf = {
             "perf/tokens_per_sec": tokens_per_sec,
             "perf/step_ms": step_time * 1000.0,
-            "sys/mem_gb": memory_gb(self.device),
+            "sys/mem_gb": memory_gb(self.device, self.rss_baseline),
+            "sys/mem_estimate_gb": self.mem_estimate_gb,
         }
         if self.peak_flops is not None:
             achieved = self.flops_per_token * tokens_per_sec

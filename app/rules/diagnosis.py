@@ -193,6 +193,7 @@ def _single_cause(finding: Finding) -> str:
         "activation_scale": "activation_scale",
         "dead_units": "dead_units",
         "lr_schedule": "lr_schedule",
+        "early_stop": "early_stopped",
     }.get(code, code)
 
 

@@ -28,7 +28,9 @@ class Overfit(Rule):
     severity = "warning"
     fix = (
         "Stop early and keep the checkpoint at the best val loss (the trainer keeps it as "
-        "ckpt_best). To train longer without overfitting, use more data, add dropout, raise "
+        "ckpt_best); a launched run can do this by itself with the early-stopping action, "
+        'actions.early_stop: {"patience": 5, "min_delta": 0.0}. To train longer without '
+        "overfitting, use more data, add dropout, raise "
         "weight_decay, or use a smaller model."
     )
     fix_external = (

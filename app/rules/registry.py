@@ -17,6 +17,7 @@ from app.rules.base import Rule
 from app.rules.clip_saturation import ClipSaturation
 from app.rules.dead_units import DeadUnits
 from app.rules.divergence import Divergence
+from app.rules.early_stop import EarlyStop
 from app.rules.grad_norm_spike import GradNormSpike
 from app.rules.init_loss import InitLoss
 from app.rules.loss_spike import LossSpike
@@ -43,6 +44,7 @@ RULES: tuple[type[Rule], ...] = (
     ClipSaturation,
     Plateau,
     Overfit,
+    EarlyStop,
     TrainValLeak,
     ActivationSaturation,
     DeadUnits,

@@ -28,9 +28,12 @@ router = APIRouter(tags=["runs"])
 
 
 @router.post("/runs", status_code=201, response_model=RunDetail)
-def create_run(body: RunCreate, session: WriteSession, store: StoreDep) -> RunDetail:
-    """Queue a launched run for a worker, or open an external run for a script."""
-    run = service.create_run(session, body)
+def create_run(
+    body: RunCreate, session: WriteSession, store: StoreDep, settings: SettingsDep
+) -> RunDetail:
+    """Queue a launched run for a worker, or open an external run for a script. A
+    launched config whose memory estimate exceeds its device is refused (422)."""
+    run = service.create_run(session, settings, body)
     return service.run_detail(session, store, run)
 
 
@@ -75,9 +78,11 @@ def stop_run(run_id: int, session: WriteSession, store: StoreDep) -> RunDetail:
 
 
 @router.post("/runs/{run_id}/resume", response_model=RunDetail)
-def resume_run(run_id: int, session: WriteSession, store: StoreDep) -> RunDetail:
+def resume_run(
+    run_id: int, session: WriteSession, store: StoreDep, settings: SettingsDep
+) -> RunDetail:
     """Queue a stopped, interrupted or failed run to continue from its latest checkpoint."""
-    run = service.resume_run(session, service.get_run(session, run_id))
+    run = service.resume_run(session, settings, service.get_run(session, run_id))
     return service.run_detail(session, store, run)
 
 

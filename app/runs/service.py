@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.errors import conflict, from_validation_error, invalid, invalid_fields, not_found
+from app.estimate.service import refuse_if_too_big
 from app.events import EventKind, publish
 from app.jsonutil import encode_float
 from app.metrics.cache import SeriesCache
@@ -78,7 +79,7 @@ def check_rule_overrides(config: dict[str, Any]) -> None:
         raise invalid_fields(errors)
 
 
-def create_run(session: Session, body: RunCreate) -> Run:
+def create_run(session: Session, settings: Settings, body: RunCreate) -> Run:
     check_rule_overrides(body.config)
     if body.source == RunSource.external:
         if body.preset is not None:
@@ -91,6 +92,7 @@ def create_run(session: Session, body: RunCreate) -> Run:
         )
     else:
         config = validate_train_config(session, body.preset, body.config)
+        refuse_if_too_big(config, settings)
         run = Run(
             name=body.name or body.preset or "run",
             source=RunSource.launched.value,
@@ -238,13 +240,18 @@ def stop_run(session: Session, run: Run) -> Run:
     return run
 
 
-def resume_run(session: Session, run: Run) -> Run:
+def resume_run(session: Session, settings: Settings, run: Run) -> Run:
     if run.source == RunSource.external:
         raise conflict(f"run {run.id} is fed by a script: resume it from the script")
     status = RunStatus(run.status)
     if status not in RESUMABLE_STATUSES:
         allowed = ", ".join(s.value for s in RESUMABLE_STATUSES)
         raise conflict(f"run {run.id} is {status.value}: only a {allowed} run can resume")
+    try:
+        config = TrainConfig(**run.config)
+    except ValidationError as error:
+        raise from_validation_error(error, ("config",)) from None
+    refuse_if_too_big(config, settings)
     run.attempt += 1
     transition(session, run, RunStatus.queued)
     return run

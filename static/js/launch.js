@@ -6,6 +6,7 @@
 // its 422 errors ({field: "config.lr", msg}) is shown beside its input.
 
 import { ApiError, api } from "./api.js";
+import { attachEstimate } from "./estimate.js";
 import { el } from "./format.js";
 
 // Field groups, in the order a person tunes them. Fields not listed here still appear,
@@ -16,7 +17,7 @@ const GROUPS = [
     "schedule", "weight_decay", "beta1", "beta2", "grad_clip"]],
   ["Evaluation and logging", ["eval_interval", "eval_batches", "checkpoint_interval",
     "instrument_interval", "sample_interval"]],
-  ["Data", ["dataset", "tokenizer", "val_fraction"]],
+  ["Data", ["dataset", "tokenizer", "vocab_size", "val_fraction"]],
   ["Runtime", ["precision", "compile", "grad_checkpointing", "seed", "device", "nproc"]],
 ];
 // Nested objects are shown folded: they are for deliberate experiments.
@@ -72,7 +73,8 @@ class LaunchForm {
       for (const [name, raw] of Object.entries(schema.properties ?? {})) {
         const property = this.resolve(raw);
         const path = prefix ? `${prefix}.${name}` : name;
-        if (property.type === "object" && property.properties) walk(property, path);
+        // A nullable object (lr_finder, actions.early_stop) is one JSON field: off when empty.
+        if (property.type === "object" && property.properties && !property.nullable) walk(property, path);
         else values[path] = raw.default ?? property.default ?? null;
       }
     };
@@ -131,6 +133,7 @@ class LaunchForm {
     });
     if (this.presets.has("healthy")) this.presetSelect.value = "healthy";
     this.applyPreset();
+    this.estimate = attachEstimate(this); // the live memory budget (estimate.js)
   }
 
   fieldset(legend, children) {
@@ -200,7 +203,7 @@ class LaunchForm {
   baseValues() {
     const preset = this.presets.get(this.presetSelect.value);
     const values = this.defaults();
-    if (preset) Object.assign(values, flatten(preset.config));
+    if (preset) Object.assign(values, flatten(preset.config, "", {}, this.fields));
     return values;
   }
 
@@ -228,7 +231,7 @@ class LaunchForm {
   readValue({ input, kind }) {
     if (kind === "boolean") return input.checked;
     const text = input.value.trim();
-    if (kind === "json") return text ? JSON.parse(text) : {};
+    if (kind === "json") return text ? JSON.parse(text) : input.dataset.nullable ? null : {};
     if (text === "") return input.dataset.nullable ? null : undefined;
     if (kind === "integer" || kind === "number") {
       const number = Number(text);
@@ -328,10 +331,11 @@ function strip(property) {
   return rest;
 }
 
-function flatten(object, prefix = "", out = {}) {
+function flatten(object, prefix = "", out = {}, leaves = new Map()) {
   for (const [name, value] of Object.entries(object ?? {})) {
     const path = prefix ? `${prefix}.${name}` : name;
-    if (value && typeof value === "object" && !Array.isArray(value) && name !== "rules") flatten(value, path, out);
+    const leaf = name === "rules" || leaves.has(path); // a JSON field takes the whole object
+    if (value && typeof value === "object" && !Array.isArray(value) && !leaf) flatten(value, path, out, leaves);
     else out[path] = value;
   }
   return out;

@@ -142,6 +142,10 @@ def examples() -> list[Example]:
             {"train/loss": series(noisy_decay(20))},
             {"lr": 1e-2, "warmup_steps": 0, "grad_clip": 0},
         ),
+        Example(
+            "early_stop",
+            {"train/loss": series(noisy_decay(30)), "train/early_stopped": series([2.1], start=29)},
+        ),
         Example("mfu_measurement", {"perf/mfu": series([3.06] * 10)}),
         Example(
             "low_mfu",

@@ -58,7 +58,7 @@ def test_bad_combinations_name_the_field(settings: dict, message: str) -> None:
         ("val_fraction", 0.9),
         ("schedule", "exponential"),
         ("precision", "fp8"),
-        ("tokenizer", "bpe"),
+        ("tokenizer", "gpt2"),
         ("device", "tpu"),
         ("nproc", 0),
     ],
@@ -99,13 +99,13 @@ def test_every_preset_is_valid_data() -> None:
     assert names == [
         "healthy", "lr_too_high", "no_warmup", "lr_too_low", "bad_init", "overfit",
         "leaky_val", "loss_spike", "nan", "fp16_no_scaler", "slow_data",
-        "resume_without_optimizer",
+        "resume_without_optimizer", "lr_finder",
     ]  # fmt: skip
     for preset in presets:
         assert preset.title and preset.description
         assert set(preset.expected_findings) <= RULE_CODES, preset.name
         # fp16_no_scaler's CPU-scale symptom (exact-zero gradients) has no rule code yet.
-        silent = preset.name in ("healthy", "fp16_no_scaler")
+        silent = preset.name in ("healthy", "fp16_no_scaler", "lr_finder")
         assert (preset.expected_findings == []) == silent, preset.name
         preset_config(preset.name)  # validates
     assert PRESETS["healthy"].overrides == {}
@@ -118,3 +118,29 @@ def test_preset_config_merges_overrides_and_rejects_unknown_names() -> None:
     assert config.faults.spike_step == 5
     with pytest.raises(ValueError, match="unknown preset 'nope'"):
         preset_config("nope")
+
+
+@pytest.mark.parametrize(
+    ("field", "limit"),
+    [
+        ("n_layer", 256), ("n_head", 256), ("n_embd", 32_768), ("block_size", 131_072),
+        ("batch_size", 65_536), ("grad_accum_steps", 4_096), ("max_steps", 10_000_000),
+        ("eval_batches", 10_000), ("eval_interval", 10_000_000), ("nproc", 1_024),
+        ("seed", 2**32 - 1),
+    ],
+)  # fmt: skip
+def test_size_fields_are_bounded_naming_the_field_and_limit(field: str, limit: int) -> None:
+    with pytest.raises(ValidationError) as info:
+        TrainConfig(**{field: limit + 1})
+    (error,) = info.value.errors()
+    assert error["loc"] == (field,) and f"{limit}" in error["msg"]
+
+
+def test_vocab_size_belongs_to_bpe() -> None:
+    assert TrainConfig(tokenizer="bpe").vocab_size == 4096
+    assert TrainConfig(tokenizer="bpe", vocab_size=512).vocab_size == 512
+    for bad in (511, 50_258):
+        with pytest.raises(ValidationError, match="vocab_size"):
+            TrainConfig(tokenizer="bpe", vocab_size=bad)
+    with pytest.raises(ValidationError, match="applies to tokenizer 'bpe' only"):
+        TrainConfig(tokenizer="char", vocab_size=1024)

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from tests.trainer.conftest import TINY, tiny_config
-from trainer.data import Batches, build_tokenizer, make_splits
+from trainer.data import Batches, make_splits
 from trainer.model import build_model
+from trainer.tokenizer import build_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
 

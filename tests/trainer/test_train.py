@@ -12,8 +12,9 @@ import torch
 from tests.trainer.conftest import run, tiny_config
 from trainer import mfu
 from trainer import train as train_module
-from trainer.data import Batches, build_tokenizer, make_splits
+from trainer.data import Batches, make_splits
 from trainer.model import build_model
+from trainer.tokenizer import build_tokenizer
 
 STEP_KEYS = {
     "train/loss", "train/grad_norm", "train/grad_clipped", "train/lr",

@@ -14,6 +14,7 @@ import {
 } from "../format.js";
 import { HeatmapChart } from "../heatmap.js";
 import { LineChart } from "../line-chart.js";
+import { LrFinderPanel } from "../lr-finder.js";
 import { RUN_CHARTS, otherKeys } from "../run-charts.js";
 import { loadPlotly } from "../plotly.js";
 import { LiveStream } from "../stream.js";
@@ -35,6 +36,7 @@ const loaded = new Promise((resolve) => { markLoaded = resolve; });
 // between waits for that load instead of finding no run.
 const afterLoad = (handler) => (event) => (run ? handler(event) : loaded.then(() => handler(event)));
 let headerTimer = null;
+let lrFinder = null; // the LR range test's panel, for lr_finder runs
 
 const header = document.getElementById("run-header");
 const chartsHost = document.getElementById("charts");
@@ -216,6 +218,7 @@ function onPoints(event) {
   const loss = charts.find((chart) => chart.id === "loss");
   if (event.keys["data/vocab_size"] && loss?.plotted) loss.redecorate();
   for (const chart of charts) chart.onPoints(runId, event.keys);
+  lrFinder?.refreshSoon();
 }
 
 async function onStatus(event) {
@@ -312,6 +315,10 @@ async function main() {
     showError(error.message);
   }
   buildCharts();
+  if (run.config?.lr_finder) {
+    lrFinder = new LrFinderPanel(chartsHost.closest("section"), run);
+    lrFinder.refresh().catch((error) => showError(error.message));
+  }
   setTimeout(loadPlotly, 0); // after the charts' first requests are on their way
   await Promise.all([loadFindings(), loadSamples()]).catch((error) => showError(error.message));
   // For the browser tests and the benchmark.
