@@ -26,6 +26,7 @@ class EventKind(StrEnum):
     sample = "sample"
     created = "created"
     deleted = "deleted"
+    updated = "updated"  # renamed, tagged or annotated
 
 
 def publish(session: Session, run_id: int, kind: EventKind, payload: dict[str, Any]) -> None:

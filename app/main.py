@@ -17,7 +17,7 @@ from sqlalchemy import text
 from app.config import Settings, get_settings
 from app.datasets.router import router as datasets_router
 from app.db import Database
-from app.errors import install_error_handlers
+from app.errors import install_error_handlers, not_found
 from app.estimate.router import router as estimate_router
 from app.findings.router import router as findings_router
 from app.metrics.cache import SeriesCache
@@ -56,7 +56,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.hub.stop()
             db.dispose()
 
+    # No ReDoc: its page loads a logo from a CDN; /docs (Swagger UI) is fully offline.
     app = FastAPIOffline(
+        redoc_url=None,
         title="trainlens",
         version=VERSION,
         description="Diagnostics for transformer language-model training.",
@@ -93,6 +95,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "database": db.engine.dialect.name,
             "schema_revision": current_revision(db.engine) or "none",
         }
+
+    @app.get("/api/{path:path}", include_in_schema=False)
+    def api_not_found(path: str) -> None:
+        # Unknown API paths answer JSON; every other unknown path gets the HTML 404 page
+        # (static/404.html, which the static mount serves).
+        raise not_found("API path", f"/api/{path[:200]}")
 
     @app.get("/vendor/plotly.min.js", include_in_schema=False)
     def plotly_js() -> FileResponse:

@@ -1,7 +1,8 @@
 """Dashboard benchmark, in a real (headless) browser against a live server:
 
 - live latency: a step written over REST → that point in the loss chart's plotted data
-  (p50 / p95 / max over a series of single-step writes);
+  (p50 / p95 / max over a series of single-step writes), idle and then with two
+  CPU-burning processes beside it (as training on the same box);
 - time to first render of a run page whose loss series has 1,000,000 steps (navigation
   start → the chart's first data drawn; cold: the server reads the series from the
   database; warm: a reload, with the series in the server's memory).
@@ -17,8 +18,12 @@ import argparse
 import json
 import math
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +99,21 @@ def trainer_like_row(step: int, instrument_interval: int = 5) -> dict[str, Any]:
             metrics[f"param/{layer}/norm"] = 10 + wobble
             metrics[f"update/{layer}/ratio"] = 1e-3 * (0.5 + wobble)
     return {"step": step, "metrics": metrics}
+
+
+@contextmanager
+def cpu_burners(count: int) -> Iterator[None]:
+    """`count` processes spinning on a core each, as training beside the dashboard does."""
+    burners = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)
+    ]
+    try:
+        yield
+    finally:
+        for burner in burners:
+            burner.kill()
+        for burner in burners:
+            burner.wait()
 
 
 def measure_live_latency(
@@ -222,12 +242,17 @@ def _run(
             "document.querySelector('#chart-act-std .plot')?.dataset.state === 'ready'"
         )
         latency = summarize(measure_live_latency(page, server.url, live, 500, args.samples))
+        with cpu_burners(2):
+            loaded = summarize(
+                measure_live_latency(page, server.url, live, 500 + args.samples, args.samples)
+            )
         cold = first_render(page, f"{server.url}/run.html?id={long}")
         points = plotted_points(page)
         warm = first_render(page, f"{server.url}/run.html?id={long}")
         browser.close()
     return {
         "live_latency": latency,
+        "live_latency_two_cpu_burners": loaded,
         "million_steps": {
             "steps": args.steps,
             "write_seconds": round(write_s, 2),

@@ -8,6 +8,7 @@ kill at any moment leaves either the old checkpoint or the new one, never half o
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from dataclasses import dataclass
@@ -64,6 +65,15 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
+
+
+def write_checkpoint_info(path: Path, info: dict[str, Any]) -> None:
+    """A small JSON file beside a checkpoint (`ckpt_latest.json`): its step and val loss,
+    for the dashboard, whose API process never loads torch files."""
+    target = path.with_suffix(".json")
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(info))
+    os.replace(tmp, target)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     control = RunControl(db, args.run_id, int(worker_pid) if worker_pid else None, stop)
     sink = DatabaseSink(db, args.run_id) if is_main else NullSink()
     try:
+        log.info("loading dataset %s", config.dataset)
         text = dataset_text(db, settings, config.dataset)
         resume = (out_dir / "ckpt_latest.pt").exists()
         result = train(config, text, out_dir, sink, control, resume=resume)

@@ -29,6 +29,7 @@ from trainer.checkpoint import (
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
+    write_checkpoint_info,
 )
 from trainer.config import TrainConfig
 from trainer.control import StopFlag, TrainControl, stop_on_sigterm
@@ -130,6 +131,7 @@ class _Run:
         configure_backends(self.device)
         self.autocast = autocast_context(config, self.device)
         self.best_val_loss: float | None = None
+        self.last_val_loss: float | None = None
         self.evals_without_improvement = 0  # for actions.early_stop
         self.early_stop_reason: str | None = None
         self.lr_finder_reason: str | None = None
@@ -147,6 +149,7 @@ class _Run:
         state = load_checkpoint(checkpoint_path, self.device) if checkpoint_path else None
         self.resumed = state is not None
 
+        log.info("preparing data (%s tokenizer)", config.tokenizer)
         if state is not None:
             self.tokenizer = tokenizer_from_state(state["tokenizer"])
         else:
@@ -156,6 +159,7 @@ class _Run:
             config, make_splits(config, self.text, self.tokenizer), self.device, rank
         )
 
+        log.info("building the model")
         self.model: GPT = build_model(config, self.tokenizer.vocab_size).to(self.device)
         self.optimizer = build_optimizer(self.model, config, self.device.type)
         self.scaler = make_grad_scaler(config, self.device)
@@ -166,6 +170,8 @@ class _Run:
         else:
             start_step = self._restore(state)
 
+        if config.compile:
+            log.info("compiling the model (the first steps are slow)")
         compiled = torch.compile(self.model) if config.compile else self.model
         self.eval_model = compiled
         self.train_model = compiled
@@ -229,6 +235,8 @@ class _Run:
         }
         path = self.out_dir / name
         save_checkpoint(state, path)
+        val_loss = self.best_val_loss if name == BEST else self.last_val_loss
+        write_checkpoint_info(path, {"step": next_step, "val_loss": val_loss})
         if name == LATEST:
             self.last_checkpoint = path
 
@@ -407,6 +415,7 @@ class _Run:
             ]
         )
         val_loss, train_loss = (all_reduce_sum(pair, self.dist) / self.dist.world_size).tolist()
+        self.last_val_loss = val_loss if math.isfinite(val_loss) else None
         metrics = {"val/loss": val_loss, "train/loss_eval": train_loss}
         early_stop = self.config.actions.early_stop
         min_delta = early_stop.min_delta if early_stop is not None else 0.0

@@ -5,10 +5,10 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, Index, String, Text
+from sqlalchemy import BigInteger, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, now
+from app.models.base import Base, JSONDoc, now
 
 
 class RunSource(StrEnum):
@@ -59,3 +59,6 @@ class Run(Base):
     # Which worker holds the run, and how many times it has been (re)started.
     worker_id: Mapped[str | None] = mapped_column(String(200))
     attempt: Mapped[int] = mapped_column(default=0)
+    # The user's own labels and words about the run (the runs table groups by tag).
+    tags: Mapped[list[str]] = mapped_column(JSONDoc, default=list, server_default=text("'[]'"))
+    notes: Mapped[str] = mapped_column(Text, default="", server_default=text("''"))

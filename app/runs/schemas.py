@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,6 +30,20 @@ class RunFinish(BaseModel):
 
     status: Literal["completed", "failed", "stopped"] = "completed"
     error: str | None = Field(default=None, max_length=20_000)
+
+
+# A tag: no commas (the table's filter lists them), no leading blank.
+Tag = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^,\s][^,]*$")]
+
+
+class RunUpdate(BaseModel):
+    """Rename a run, set its tags (the whole list) or its notes; fields left out stay."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    tags: list[Tag] | None = Field(default=None, max_length=32)
+    notes: str | None = Field(default=None, max_length=20_000)
 
 
 class LatestPoint(BaseModel):
@@ -60,13 +74,48 @@ class RunSummary(BaseModel):
     tokens_per_step: int | None
     attempt: int
     error: str | None
+    error_line: str | None = Field(description="the line of `error` that matters")
+    resume_blocked: str | None = Field(
+        description="why Resume would fail the same way (a failure the config causes)"
+    )
+    queue_position: int | None = Field(description="1 = the next run a worker claims")
+    phase: str | None = Field(description="what a started run without steps is doing")
+    tags: list[str]
+    notes: str
+    config: dict[str, Any]
     latest: dict[str, LatestPoint]
     findings: FindingCounts
 
 
 class RunDetail(RunSummary):
-    config: dict[str, Any]
     keys: list[str]
+
+
+class RunColumns(BaseModel):
+    """What the runs table can show, filter and sort by."""
+
+    fields: list[str]
+    config: list[str]
+    metrics: list[str]
+    tags: list[str]
+    presets: list[str]
+
+
+class LogChunk(BaseModel):
+    text: str
+    offset: int
+    next_offset: int
+    size: int
+    exists: bool
+
+
+class CheckpointOut(BaseModel):
+    name: str
+    step: int | None
+    val_loss: float | None
+    size_bytes: int
+    modified_at: float
+    url: str
 
 
 class RunList(BaseModel):

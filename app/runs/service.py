@@ -32,8 +32,26 @@ from app.models import (
 from app.models.base import now
 from app.rules.limits import override_errors
 from app.rules.registry import RULES_BY_CODE
+from app.runs import files
+from app.runs.failure import error_line, resume_blocked
 from app.runs.lifecycle import transition
-from app.runs.schemas import FindingCounts, LatestPoint, RunCreate, RunDetail, RunSummary
+from app.runs.query import (
+    RUN_FIELDS,
+    RunListSpec,
+    config_value,
+    flat_config_keys,
+    is_metric,
+    order_value,
+)
+from app.runs.schemas import (
+    FindingCounts,
+    LatestPoint,
+    RunColumns,
+    RunCreate,
+    RunDetail,
+    RunSummary,
+    RunUpdate,
+)
 from app.stream.hub import SUMMARY_KEYS
 from trainer.config import TrainConfig
 from trainer.corpus import BUILTIN_DATASET
@@ -85,7 +103,7 @@ def create_run(session: Session, settings: Settings, body: RunCreate) -> Run:
         if body.preset is not None:
             raise invalid("preset", "presets apply to launched runs only")
         run = Run(
-            name=body.name or "external",
+            name=body.name or "",
             source=RunSource.external.value,
             status=RunStatus.running.value,
             config=body.config,
@@ -94,7 +112,7 @@ def create_run(session: Session, settings: Settings, body: RunCreate) -> Run:
         config = validate_train_config(session, body.preset, body.config)
         refuse_if_too_big(config, settings)
         run = Run(
-            name=body.name or body.preset or "run",
+            name=body.name or "",
             source=RunSource.launched.value,
             status=RunStatus.queued.value,
             preset=body.preset,
@@ -102,8 +120,36 @@ def create_run(session: Session, settings: Settings, body: RunCreate) -> Run:
         )
     session.add(run)
     session.flush()
+    run.name = run.name or default_name(run)
     publish(session, run.id, EventKind.created, {"name": run.name, "source": run.source})
     transition(session, run, RunStatus(run.status))
+    return run
+
+
+def default_name(run: Run) -> str:
+    """Two runs of one preset read apart in the table: preset, id and the model's shape."""
+    config = run.config or {}
+    if run.source == RunSource.external:
+        return f"external-{run.id}"
+    shape = [
+        f"{config['n_layer']}L" if "n_layer" in config else None,
+        f"{config['n_embd']}d" if "n_embd" in config else None,
+        f"lr {config['lr']:g}" if isinstance(config.get("lr"), (int, float)) else None,
+    ]
+    summary = "·".join(part for part in shape if part)
+    return f"{run.preset or 'custom'}-{run.id}" + (f" ({summary})" if summary else "")
+
+
+def update_run(session: Session, run: Run, body: RunUpdate) -> Run:
+    if body.name is not None:
+        run.name = body.name.strip() or run.name
+    if body.tags is not None:
+        run.tags = sorted({tag.strip() for tag in body.tags if tag.strip()})
+    if body.notes is not None:
+        run.notes = body.notes
+    publish(
+        session, run.id, EventKind.updated, {"name": run.name, "tags": run.tags, "notes": run.notes}
+    )
     return run
 
 
@@ -112,41 +158,136 @@ def create_run(session: Session, settings: Settings, body: RunCreate) -> Run:
 
 def list_runs(
     session: Session,
-    statuses: list[RunStatus] | None,
-    source: RunSource | None,
-    name_contains: str | None,
+    settings: Settings,
+    spec: RunListSpec,
     limit: int,
     offset: int,
 ) -> tuple[list[RunSummary], int]:
     query = select(Run)
-    if statuses:
-        query = query.where(Run.status.in_([status.value for status in statuses]))
-    if source is not None:
-        query = query.where(Run.source == source.value)
-    if name_contains:
-        query = query.where(Run.name.contains(name_contains, autoescape=True))
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    runs = session.scalars(
-        query.order_by(Run.created_at.desc(), Run.id.desc()).limit(limit).offset(offset)
-    ).all()
+    if spec.statuses:
+        query = query.where(Run.status.in_([status.value for status in spec.statuses]))
+    if spec.source is not None:
+        query = query.where(Run.source == spec.source.value)
+    if spec.name_contains:
+        query = query.where(Run.name.contains(spec.name_contains, autoescape=True))
+    query = query.order_by(Run.created_at.desc(), Run.id.desc())
+    metric_names = {*SUMMARY_KEYS, *spec.metric_columns}
+    if not spec.needs_values():
+        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        runs = list(session.scalars(query.limit(limit).offset(offset)).all())
+        latest = _latest_points(session, [run.id for run in runs], tuple(metric_names))
+    else:
+        # Filters and sorts on config keys and latest values: judged here over every
+        # candidate (a dashboard's runs number in the hundreds or thousands).
+        runs = list(session.scalars(query).all())
+        metric_names |= {c.name for c in spec.conditions if is_metric(c.name)}
+        if spec.sort and is_metric(spec.sort[0]):
+            metric_names.add(spec.sort[0])
+        latest = _latest_points(session, [run.id for run in runs], tuple(metric_names))
+        runs = [
+            run
+            for run in runs
+            if all(c.matches(_value(run, latest.get(run.id, {}), c.name)) for c in spec.conditions)
+        ]
+        if spec.sort:
+            name, descending = spec.sort
+            ordered = [
+                (order_value(_value(run, latest.get(run.id, {}), name)), run) for run in runs
+            ]
+            present = [(value, run) for value, run in ordered if value is not None]
+            present.sort(key=lambda pair: pair[0], reverse=descending)
+            runs = [run for _, run in present] + [run for value, run in ordered if value is None]
+        total = len(runs)
+        runs = runs[offset : offset + limit]
     ids = [run.id for run in runs]
-    latest = _latest_points(session, ids, SUMMARY_KEYS)
+    shown = {*SUMMARY_KEYS, *spec.metric_columns}
     counts = _finding_counts(session, ids)
+    positions = _queue_positions(session, runs)
     summaries = [
-        _summary(run, latest.get(run.id, {}), counts.get(run.id, FindingCounts())) for run in runs
+        _summary(
+            run,
+            {k: v for k, v in latest.get(run.id, {}).items() if k in shown},
+            counts.get(run.id, FindingCounts()),
+            positions.get(run.id),
+            _phase(settings, run),
+        )
+        for run in runs
     ]
     return summaries, total
 
 
-def run_detail(session: Session, store: MetricStore, run: Run) -> RunDetail:
+def _value(run: Run, latest: dict[str, LatestPoint], name: str) -> Any:
+    if is_metric(name):
+        point = latest.get(name)
+        return None if point is None else point.value
+    if name == "step":
+        return run.last_step
+    if name in RUN_FIELDS:
+        return getattr(run, name)
+    return config_value(run.config or {}, name)
+
+
+def run_columns(session: Session) -> RunColumns:
+    config_keys: set[str] = set()
+    tags: set[str] = set()
+    presets: set[str] = set()
+    for config, run_tags, preset in session.execute(select(Run.config, Run.tags, Run.preset)):
+        config_keys.update(flat_config_keys(config or {}))
+        tags.update(run_tags or [])
+        if preset:
+            presets.add(preset)
+    metrics = session.scalars(
+        select(MetricKey.name)
+        .where(select(RunSeries.key_id).where(RunSeries.key_id == MetricKey.id).exists())
+        .order_by(MetricKey.name)
+    ).all()
+    return RunColumns(
+        fields=list(RUN_FIELDS),
+        config=sorted(config_keys),
+        metrics=list(metrics),
+        tags=sorted(tags),
+        presets=sorted(presets),
+    )
+
+
+def _queue_positions(session: Session, runs: list[Run]) -> dict[int, int]:
+    """Place in the worker's claim order (oldest created first) of each queued run."""
+    if not any(run.status == RunStatus.queued and run.source == RunSource.launched for run in runs):
+        return {}
+    queued = session.execute(
+        select(Run.id)
+        .where(Run.status == RunStatus.queued.value, Run.source == RunSource.launched.value)
+        .order_by(Run.created_at, Run.id)
+    ).scalars()
+    return {run_id: position for position, run_id in enumerate(queued, start=1)}
+
+
+def _phase(settings: Settings, run: Run) -> str | None:
+    if run.source != RunSource.launched:
+        return None
+    if run.status == RunStatus.queued:
+        return "waiting for a worker"
+    if run.status == RunStatus.running and run.last_step is None:
+        return files.phase(settings, run.id) or "starting: the worker is launching the trainer"
+    return None
+
+
+def run_detail(session: Session, settings: Settings, store: MetricStore, run: Run) -> RunDetail:
     keys = store.run_keys(session, run.id)
     latest = {name: _latest(row) for name, row in keys.items()}
     counts = _finding_counts(session, [run.id]).get(run.id, FindingCounts())
-    summary = _summary(run, latest, counts)
-    return RunDetail(**summary.model_dump(), config=run.config, keys=sorted(keys))
+    position = _queue_positions(session, [run]).get(run.id)
+    summary = _summary(run, latest, counts, position, _phase(settings, run))
+    return RunDetail(**summary.model_dump(), keys=sorted(keys))
 
 
-def _summary(run: Run, latest: dict[str, LatestPoint], counts: FindingCounts) -> RunSummary:
+def _summary(
+    run: Run,
+    latest: dict[str, LatestPoint],
+    counts: FindingCounts,
+    queue_position: int | None = None,
+    phase: str | None = None,
+) -> RunSummary:
     config = run.config or {}
     tokens_per_step = None
     if run.source == RunSource.launched:
@@ -172,6 +313,13 @@ def _summary(run: Run, latest: dict[str, LatestPoint], counts: FindingCounts) ->
         tokens_per_step=tokens_per_step,
         attempt=run.attempt,
         error=run.error,
+        error_line=error_line(run.error),
+        resume_blocked=resume_blocked(run),
+        queue_position=queue_position,
+        phase=phase,
+        tags=list(run.tags or []),
+        notes=run.notes or "",
+        config=config,
         latest=latest,
         findings=counts,
     )
@@ -247,6 +395,9 @@ def resume_run(session: Session, settings: Settings, run: Run) -> Run:
     if status not in RESUMABLE_STATUSES:
         allowed = ", ".join(s.value for s in RESUMABLE_STATUSES)
         raise conflict(f"run {run.id} is {status.value}: only a {allowed} run can resume")
+    blocked = resume_blocked(run)
+    if blocked is not None:
+        raise conflict(f"run {run.id} cannot resume ({error_line(run.error)}): {blocked}")
     try:
         config = TrainConfig(**run.config)
     except ValidationError as error:

@@ -11,7 +11,7 @@
 import { api, apiUrl, isAbort } from "./api.js";
 import { loadPlotly } from "./plotly.js";
 import { el, formatCount, plotText } from "./format.js";
-import { findingMarks } from "./marks.js";
+import { MARK_LEGEND, findingMarks } from "./marks.js";
 import { X_MODES, runOrigin } from "./series.js";
 import { XAxis } from "./x-axis.js";
 
@@ -23,26 +23,51 @@ const FETCH_MARGIN = 0.05; // fetch a little beyond the visible range so a small
 const ZOOM_DEBOUNCE_MS = 120;
 
 // One redraw queue for every chart of the page. Redraws are spread over frames, about a
-// frame's budget each, in page order: the loss chart is drawn in the first frame after
-// its points arrive, and a burst of live points never blocks the page for long.
+// frame's budget each, and taken in page order, not arrival order: a redraw costs tens
+// of milliseconds (Plotly redraws the whole plot), and on a busy CPU a hundred, so a
+// queue in arrival order put the loss chart of step N+1 behind every other chart of
+// step N — seconds behind under load. Now the first chart on the page goes first at
+// every frame. The other charts redraw at most every SECONDARY_INTERVAL_MS (or five
+// times their last redraw's cost, when slower): they gather their points meanwhile and
+// draw them in one go, and the page keeps most of the main thread free.
 const flushQueue = new Set();
 let flushFrame = null;
+let flushTimer = null;
+let chartCount = 0;
 const FRAME_BUDGET_MS = 12;
+const SECONDARY_INTERVAL_MS = 1000;
+const COST_FACTOR = 5;
 
 function queueFlush(chart) {
   flushQueue.add(chart);
-  flushFrame ??= requestAnimationFrame(runFlushes);
+  if (dueAt(chart) <= performance.now() || !flushTimer) flushFrame ??= requestAnimationFrame(runFlushes);
+}
+
+/** When a chart may redraw next: the page's first chart at once, the others paced. */
+function dueAt(chart) {
+  if (chart.order === 0) return 0;
+  return (chart.lastFlushAt ?? -Infinity) + Math.max(SECONDARY_INTERVAL_MS, COST_FACTOR * (chart.lastFlushCost ?? 0));
 }
 
 function runFlushes() {
   flushFrame = null;
+  clearTimeout(flushTimer);
+  flushTimer = null;
   const started = performance.now();
-  for (const chart of flushQueue) {
+  const ready = [...flushQueue].filter((chart) => dueAt(chart) <= started).sort((a, b) => a.order - b.order);
+  for (const chart of ready) {
     flushQueue.delete(chart);
+    const before = performance.now();
     chart.flushNow();
-    if (performance.now() - started > FRAME_BUDGET_MS) break;
+    chart.lastFlushAt = performance.now();
+    chart.lastFlushCost = chart.lastFlushAt - before;
+    if (chart.lastFlushAt - started > FRAME_BUDGET_MS) break;
   }
-  if (flushQueue.size) flushFrame = requestAnimationFrame(runFlushes);
+  if (!flushQueue.size) return;
+  const next = Math.min(...[...flushQueue].map(dueAt));
+  const wait = next - performance.now();
+  if (wait <= 0) flushFrame = requestAnimationFrame(runFlushes);
+  else flushTimer = setTimeout(() => { flushTimer = null; flushFrame ??= requestAnimationFrame(runFlushes); }, wait);
 }
 
 export const PLOTLY_CONFIG = {
@@ -62,12 +87,16 @@ export class ChartBase {
   constructor(host, options) {
     this.options = options;
     this.id = options.id;
+    this.order = chartCount++; // page order: the redraw queue's priority
+    this.lastFlushAt = null;
+    this.lastFlushCost = 0;
     this.runs = options.runs;
     this.axis = new XAxis(options.runs, options.xMode ?? "step");
     this.xRange = null; // the user's zoom, in x units; null: everything, following live points
     this.specs = [];
     this.data = new Map(); // spec id → SeriesData
     this.findings = [];
+    this.selectedFinding = null;
     this.pending = []; // live batches that arrived while a fetch was in flight
     this.extensions = new Map(); // spec id → index of its first point not yet drawn
     this.fetchController = null;
@@ -104,6 +133,9 @@ export class ChartBase {
         el("label", {}, "x ", this.xSelect),
         this.csv)),
     this.plot,
+    this.legend = el("p", { className: "marks-legend", hidden: true },
+      MARK_LEGEND.map(([severity, color]) => el("span", {}, el("b", { style: `color:${color}` }, "▲"), ` ${severity} `)),
+      "finding (select one in the panel to shade its steps)"),
     this.note);
     if (this.options.help) this.element.querySelector("h3").title = this.options.help;
     host.append(this.element);
@@ -441,11 +473,18 @@ export class ChartBase {
     }, wait);
   }
 
-  /** Findings as shaded bands over their steps, coloured by severity. */
+  /** Shade one finding's steps (null: none); every finding keeps its axis marker. */
+  setSelectedFinding(id) {
+    if (id === this.selectedFinding) return;
+    this.selectedFinding = id;
+    if (this.plotted) this.redecorate();
+  }
+
+  /** Findings as markers on the x axis, the selected one as a band over its steps. */
   findingShapes() {
-    return findingMarks(this.findings.filter((finding) =>
-      this.specs.some((spec) => spec.runId === finding.run_id)), (runId, step) =>
-      this.xOf(runId, step, this.timeNear(runId, step)));
+    const mine = this.findings.filter((finding) => this.specs.some((spec) => spec.runId === finding.run_id));
+    this.legend.hidden = !mine.some((finding) => finding.first_step !== null && finding.first_step !== undefined);
+    return findingMarks(mine, (runId, step) => this.xOf(runId, step, this.timeNear(runId, step)), this.selectedFinding);
   }
 
   redecorate() {

@@ -47,7 +47,7 @@ export class FindingsPanel {
   render() {
     const items = this.sorted().map((finding) => this.item(finding));
     this.list.replaceChildren(...(items.length ? items
-      : [el("li", { className: "muted" }, "Nothing found so far. Findings appear here as the rule engine sees them.")]));
+      : [el("li", { className: "muted", id: "no-findings" }, "No findings.")]));
     this.onChange?.(this.all());
   }
 
@@ -67,18 +67,21 @@ export class FindingsPanel {
     const evidence = finding.evidence && Object.keys(finding.evidence).length
       ? el("details", {}, el("summary", {}, "Evidence"), el("pre", {}, JSON.stringify(finding.evidence, null, 2)))
       : null;
+    // One line until expanded: the explanation and fix live under the summary.
     return el("li", {
       className: `finding sev-border-${finding.severity} state-${finding.state}`,
       dataset: { findingId: finding.id, code: finding.code, severity: finding.severity },
     },
-    el("div", { className: "finding-head" },
-      el("span", { className: `sev sev-${finding.severity}` }, finding.severity),
-      zoom,
-      acknowledge),
-    el("div", { className: "meta" }, [steps, finding.state, finding.code].filter(Boolean).join(" · ")),
-    finding.explanation ? el("p", { className: "explanation" }, finding.explanation) : null,
-    finding.fix ? el("p", { className: "fix" }, el("strong", {}, "Fix: "), finding.fix) : null,
-    evidence);
+    el("details", { className: "finding-more" },
+      el("summary", { className: "finding-head", title: "Why, and what to do" },
+        el("span", { className: `sev sev-${finding.severity}` }, finding.severity),
+        zoom,
+        el("span", { className: "meta" }, [steps, finding.state === "firing" ? null : finding.state].filter(Boolean).join(" · ")),
+        acknowledge),
+      el("div", { className: "meta" }, finding.code),
+      finding.explanation ? el("p", { className: "explanation" }, finding.explanation) : null,
+      finding.fix ? el("p", { className: "fix" }, el("strong", {}, "Fix: "), finding.fix) : null,
+      evidence));
   }
 
   async acknowledge(finding) {

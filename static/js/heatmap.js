@@ -94,12 +94,21 @@ export class HeatmapChart extends ChartBase {
       : { x: [], z: [] };
     const trace = {
       type: "heatmap", x, y: rows.map(({ spec }) => spec.label ?? spec.key), z, transpose: true,
-      colorscale: this.options.colorscale ?? "Viridis", zmin: this.options.zmin, zmax: this.options.zmax,
+      // A fraction's colours span its domain, 0 to 1, whatever the data holds.
+      colorscale: this.options.colorscale ?? "Viridis", reversescale: this.options.reversescale ?? false,
+      zmin: this.logColor ? undefined : this.options.zmin, zmax: this.logColor ? undefined : this.options.zmax,
       colorbar: { title: { text: this.logColor ? "log10" : "", side: "right" }, thickness: 12 },
       hovertemplate: `%{y}<br>${this.exact ? "step" : "bucket max near"} %{x}<br>%{z:.4g}<extra></extra>`,
       meta: { keys: rows.map(({ spec }) => spec.key), exact: this.exact },
     };
     const layout = this.baseLayout();
+    if (x.length === 1) {
+      // One step: a narrow column labelled with its step, not a cell stretched over
+      // −0.5…0.5 of the axis.
+      Object.assign(layout.xaxis, { range: [x[0] - 10, x[0] + 10], autorange: false, tickvals: [x[0]] });
+      trace.xgap = 0;
+      trace.x = [x[0]];
+    }
     layout.showlegend = false;
     layout.height = this.options.height ?? Math.max(180, 60 + rows.length * 22);
     layout.yaxis = { type: "category", autorange: "reversed", automargin: true };

@@ -177,9 +177,35 @@ class LaunchForm {
       const names = [...new Set(["stdlib", ...this.datasets.map((dataset) => dataset.name)])];
       const list = el("datalist", { id: `${id}-options` }, names.map((name) => el("option", { value: name })));
       input.setAttribute("list", list.id);
-      wrapper.append(list);
+      wrapper.append(list, this.uploadBox(input, list));
     }
     return wrapper;
+  }
+
+  /** Upload a text corpus from here (POST /api/datasets); the server checks its name,
+   *  size and encoding and its answer shows beside the box. */
+  uploadBox(datasetInput, list) {
+    const file = el("input", { type: "file", id: "dataset-file", accept: ".txt,text/plain", "aria-label": "Corpus file" });
+    const status = el("p", { className: "muted", id: "dataset-upload-status", role: "status" });
+    const upload = async () => {
+      const chosen = file.files?.[0];
+      if (!chosen) return;
+      const name = chosen.name.replace(/\.[^.]*$/, "").replace(/[^A-Za-z0-9._-]+/g, "-").replace(/^[^A-Za-z0-9]+/, "") || "corpus";
+      status.classList.remove("field-error");
+      status.textContent = `Uploading ${chosen.name} (${(chosen.size / 1e6).toFixed(2)} MB)…`;
+      try {
+        const dataset = await api("/datasets", { method: "POST", body: { name, text: await chosen.text() } });
+        list.append(el("option", { value: dataset.name }));
+        datasetInput.value = dataset.name;
+        status.textContent = `Uploaded “${dataset.name}”: ${dataset.n_chars.toLocaleString("en-US")} characters, ${dataset.n_symbols} symbols.`;
+      } catch (error) {
+        status.classList.add("field-error");
+        status.textContent = `Upload refused: ${error.message}`;
+      }
+      file.value = ""; // choosing the same file again is a new upload
+    };
+    file.addEventListener("change", upload);
+    return el("div", { className: "dataset-upload" }, el("label", { htmlFor: file.id }, "or upload a .txt corpus "), file, status);
   }
 
   fieldRecord(input, kind) {

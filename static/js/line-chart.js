@@ -9,7 +9,9 @@
 import { ChartBase } from "./chart-base.js";
 import { PALETTE, band } from "./marks.js";
 import { decodeValue, el } from "./format.js";
-import { SeriesData, ema, finiteOrNull, nonFiniteStretches } from "./series.js";
+import {
+  SeriesData, breakAtGaps, ema, finiteOrNull, flatRange, nonFiniteStretches, stoppedSeconds, timeGapIndices,
+} from "./series.js";
 
 const NONFINITE_COLOR = "#b71c1c";
 
@@ -94,22 +96,24 @@ export class LineChart extends ChartBase {
       if (spec.kind === "line") {
         const color = spec.color ?? PALETTE[colorIndex++ % PALETTE.length];
         spec.drawnColor = color;
-        const x = this.xs(spec, data);
         const smoothed = ema(data.values, this.smoothing);
         this.emaState.set(spec.id, smoothed.state);
+        // On a wall-time axis a stop shows as a gap, not a line across it.
+        const gaps = this.xMode === "time" ? timeGapIndices(data.times) : [];
+        const [x, rawY, emaY] = breakAtGaps(gaps, this.xs(spec, data), finiteOrNull(data.values), smoothed.values);
         const sparse = spec.markers || data.length < 40;
         const smoothing = this.smoothing > 0;
         this.traceIndex.set(spec.id, { raw: traces.length, ema: traces.length + 1 });
         traces.push({
           type: "scatter", mode: sparse ? "lines+markers" : "lines", name: spec.label ?? spec.key,
-          x, y: finiteOrNull(data.values), yaxis: spec.yaxis, legendgroup: spec.id,
+          x, y: rawY, yaxis: spec.yaxis, legendgroup: spec.id,
           line: { color, width: smoothing ? 1 : 1.6, dash: spec.dash }, marker: { size: 4, color },
           opacity: smoothing ? 0.28 : 1, connectgaps: false,
           meta: { key: spec.key, runId: spec.runId, role: "raw" },
           hovertemplate: "%{y:.5g}",
         });
         traces.push({
-          type: "scatter", mode: "lines", name: `${spec.label ?? spec.key} (EMA)`, x, y: smoothed.values,
+          type: "scatter", mode: "lines", name: `${spec.label ?? spec.key} (EMA)`, x, y: emaY,
           yaxis: spec.yaxis, legendgroup: spec.id, showlegend: false, visible: smoothing,
           line: { color, width: 2, dash: spec.dash }, hoverinfo: smoothing ? undefined : "skip",
           meta: { key: spec.key, runId: spec.runId, role: "ema" },
@@ -131,12 +135,41 @@ export class LineChart extends ChartBase {
     const yType = this.logY ? "log" : "linear";
     layout.hovermode = "x unified";
     layout.yaxis = { title: { text: this.options.yTitle ?? "" }, type: yType, automargin: true,
-      exponentformat: "e", zeroline: false };
+      exponentformat: "e", zeroline: false, tickformat: this.options.yFormat, ...this.yRange("y") };
     if (this.specs.some((spec) => spec.yaxis === "y2")) {
       layout.yaxis2 = { title: { text: this.options.y2Title ?? "" }, type: yType, overlaying: "y",
-        side: "right", automargin: true, showgrid: false, zeroline: false };
+        side: "right", automargin: true, showgrid: false, zeroline: false, ...this.yRange("y2") };
     }
     return this.draw(traces, layout);
+  }
+
+  /** Axis settings from the data: a range around a constant series, and on a log axis
+   *  one labelled tick per decade (Plotly's default labels 2 and 5 between decades too,
+   *  which reads as "2, 1, 5, 2, 0.1"). */
+  yRange(axis) {
+    const values = [];
+    for (const spec of this.specs) {
+      if (spec.kind !== "line" || (spec.yaxis ?? "y") !== axis) continue;
+      const data = this.data.get(spec.id);
+      if (data) for (const value of data.values) values.push(value);
+    }
+    const settings = {};
+    const range = flatRange(values, this.logY);
+    if (range) Object.assign(settings, { range, autorange: false });
+    if (this.logY) {
+      const positive = values.filter((value) => Number.isFinite(value) && value > 0);
+      const decades = positive.length ? Math.log10(Math.max(...positive) / Math.min(...positive)) : 0;
+      // Within one decade Plotly's own ticks are plain numbers; give them two digits.
+      Object.assign(settings, decades >= 1 ? { dtick: 1, exponentformat: "power" } : { tickformat: ".2~e" });
+    }
+    return settings;
+  }
+
+  /** Seconds a run spent stopped, read from the gaps in its first line's wall times. */
+  stoppedSeconds(runId) {
+    const spec = this.specs.find((candidate) => candidate.runId === runId && candidate.kind === "line");
+    const data = spec && this.data.get(spec.id);
+    return data ? stoppedSeconds(data.times) : 0;
   }
 
   appendLive(spec, entry, window) {

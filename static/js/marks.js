@@ -20,24 +20,27 @@ export function band(name, x0, x1, color, opacity) {
 }
 
 /**
- * Findings as bands over their steps, coloured by severity, each with a ▼ above the plot
- * that names it on hover. `xOf(runId, step)` places a step on the chart's x axis.
+ * Findings as small ▲ markers on the x axis at their first step, coloured by severity and
+ * named on hover; only the selected finding (`selectedId`) also shades its steps, so a
+ * long-firing finding never tints the whole plot. `xOf(runId, step)` places a step.
  */
-export function findingMarks(findings, xOf) {
+export function findingMarks(findings, xOf, selectedId = null) {
   const shapes = [];
   const annotations = [];
   for (const finding of findings) {
     if (finding.first_step === null || finding.first_step === undefined) continue;
     const last = finding.last_step ?? finding.first_step;
     const x0 = xOf(finding.run_id, finding.first_step);
-    const x1 = xOf(finding.run_id, last);
     const color = SEVERITY_COLORS[finding.severity] ?? SEVERITY_COLORS.info;
-    shapes.push(band(`finding-${finding.id}`, x0, x1, color, 0.14));
+    if (finding.id === selectedId) shapes.push(band(`finding-${finding.id}`, x0, xOf(finding.run_id, last), color, 0.14));
     annotations.push({
-      name: `finding-${finding.id}`, x: x0, xref: "x", y: 1, yref: "paper", yanchor: "bottom",
-      text: "▼", showarrow: false, font: { color, size: 11 },
+      name: `finding-${finding.id}`, x: x0, xref: "x", y: 0, yref: "paper", yanchor: "bottom",
+      text: "▲", showarrow: false, font: { color, size: 10 },
       hovertext: `${finding.severity}: ${plotText(finding.title)} (steps ${finding.first_step}–${last})`,
     });
   }
   return { shapes, annotations };
 }
+
+/** What the markers mean, for the legend under a chart. */
+export const MARK_LEGEND = Object.entries(SEVERITY_COLORS);

@@ -78,11 +78,18 @@ export const RUN_CHARTS = [
       ...perLayer(keys, /^train\/lr\/(group\d+)$/),
     ].filter(Boolean),
   },
+  // Two charts, not one with two y axes: each line readable on its own scale.
   {
-    id: "throughput", title: "Throughput and MFU", yTitle: "tokens/s", y2Title: "MFU",
+    id: "throughput", title: "Throughput", yTitle: "tokens/s", yFormat: "~s",
     match: (keys) => [
       has(keys, "perf/tokens_per_sec") && { key: "perf/tokens_per_sec", label: "tokens/s", color: "#17becf" },
-      has(keys, "perf/mfu") && { key: "perf/mfu", label: "MFU", color: "#8c564b", yaxis: "y2" },
+    ].filter(Boolean),
+  },
+  {
+    id: "mfu", title: "MFU (estimate)", yTitle: "MFU", yFormat: ".1%",
+    help: "Model FLOPs utilisation against the device's nominal peak; on a CPU the peak is a rough guess.",
+    match: (keys) => [
+      has(keys, "perf/mfu") && { key: "perf/mfu", label: "MFU (estimate)", color: "#8c564b" },
     ].filter(Boolean),
   },
   {
@@ -97,12 +104,13 @@ export const RUN_CHARTS = [
   },
   {
     id: "act-saturated", title: "Fraction saturated (MLP), layer × step", kind: "heatmap", wide: true,
-    colorscale: "YlOrRd",
+    // Plotly's YlOrRd and Blues run dark-to-light; reversed, 0 is pale and 1 intense.
+    colorscale: "YlOrRd", reversescale: true, zmin: 0, zmax: 1,
     match: (keys) => perLayer(keys, /^act\/(h\d+)\.mlp\/frac_saturated$/, { kind: "cell" }),
   },
   {
     id: "act-dead", title: "Fraction dead (MLP), layer × step", kind: "heatmap", wide: true,
-    colorscale: "Blues",
+    colorscale: "Blues", reversescale: true, zmin: 0, zmax: 1,
     match: (keys) => perLayer(keys, /^act\/(h\d+)\.mlp\/frac_dead$/, { kind: "cell" }),
   },
   {
@@ -129,4 +137,22 @@ export function otherKeys(keys) {
   const claimed = new Set();
   for (const chart of RUN_CHARTS) for (const spec of chart.match(keys, {})) claimed.add(spec.key);
   return [...keys].filter((key) => !claimed.has(key) && !CLAIMED_PATTERNS.some((p) => p.test(key))).sort();
+}
+
+/** How the run page names a key's chart and series: "Loss · val", "Update-to-data ratio
+ *  per layer · h0". The compare page titles its charts with it, so both pages read alike;
+ *  the chart's own settings (log y, number format) come along. */
+export function metricChart(key) {
+  const keys = new Set([key]);
+  for (const chart of RUN_CHARTS) {
+    const spec = chart.match(keys, {}).find((candidate) => candidate.key === key);
+    if (!spec || spec.kind === "flags" || spec.kind === "events") continue;
+    const single = chart.kind !== "heatmap" && !/per layer/.test(chart.title) && chart.match(keys, {}).length === 1
+      && !["loss"].includes(chart.id);
+    return {
+      title: single ? chart.title : `${chart.title.replace(/, layer × step$/, "")} · ${spec.label}`,
+      yTitle: chart.yTitle ?? "", logY: chart.logY ?? false, yFormat: chart.yFormat,
+    };
+  }
+  return { title: key, yTitle: "", logY: false };
 }

@@ -166,3 +166,62 @@ export function timeUnitFor(spanSeconds) {
 export function runOrigin(run) {
   return run.started_at ?? run.created_at ?? 0;
 }
+
+// A pause between two logged steps longer than this many typical step intervals (and
+// than a minute) is time the run spent stopped, not training.
+const GAP_FACTOR = 20;
+const GAP_MIN_SECONDS = 60;
+
+/** Indices i where times[i] - times[i-1] is a stop, not a slow step. */
+export function timeGapIndices(times) {
+  if (times.length < 3) return [];
+  const deltas = [];
+  for (let i = 1; i < times.length; i++) deltas.push(times[i] - times[i - 1]);
+  const sorted = [...deltas].sort((a, b) => a - b);
+  const threshold = Math.max(GAP_MIN_SECONDS, GAP_FACTOR * sorted[sorted.length >> 1]);
+  const gaps = [];
+  for (let i = 1; i < times.length; i++) if (times[i] - times[i - 1] > threshold) gaps.push(i);
+  return gaps;
+}
+
+/** Seconds spent stopped: the sum of the gaps. */
+export function stoppedSeconds(times) {
+  return timeGapIndices(times).reduce((sum, i) => sum + times[i] - times[i - 1], 0);
+}
+
+/** Insert a null point into each gap (x at its middle), so a line breaks there instead
+ *  of drawing a straight segment across the stopped time. */
+export function breakAtGaps(gaps, x, ...ys) {
+  if (!gaps.length) return [x, ...ys];
+  const outX = [];
+  const outYs = ys.map(() => []);
+  let next = 0;
+  for (let i = 0; i < x.length; i++) {
+    if (gaps[next] === i) {
+      outX.push((x[i - 1] + x[i]) / 2);
+      outYs.forEach((out) => out.push(null));
+      next += 1;
+    }
+    outX.push(x[i]);
+    outYs.forEach((out, k) => out.push(ys[k][i]));
+  }
+  return [outX, ...outYs];
+}
+
+/** A y range for a series that hardly varies: centred on its value instead of Plotly's
+ *  −0.5…1.5 around a constant. Null when the data has a real spread. */
+export function flatRange(values, log = false) {
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const value of values) {
+    if (!Number.isFinite(value) || (log && value <= 0)) continue;
+    if (value < lo) lo = value;
+    if (value > hi) hi = value;
+  }
+  if (!Number.isFinite(lo)) return null;
+  const scale = Math.max(Math.abs(lo), Math.abs(hi));
+  if (hi - lo > 1e-6 * scale && hi > lo) return null;
+  if (log) return [Math.log10(lo) - 0.5, Math.log10(hi) + 0.5];
+  const pad = scale > 0 ? scale * 0.1 : 1;
+  return [lo - pad, hi + pad];
+}

@@ -9,7 +9,7 @@
 import { api, apiUrl } from "./api.js";
 
 const EVENT_KINDS = ["hello", "points", "status", "finding", "sample", "reset",
-  "created", "progress", "deleted"];
+  "created", "progress", "deleted", "updated", "diagnosis"];
 
 export class LiveStream {
   /**

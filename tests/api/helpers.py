@@ -37,3 +37,29 @@ def series(client: httpx.Client, run_id: int, key: str, **params: Any) -> dict[s
 def decode(values: list[float | str]) -> list[float]:
     special = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
     return [special[v] if isinstance(v, str) else v for v in values]
+
+
+# What a worker stores when a run's model does not fit in memory.
+OOM_TRACEBACK = """exit code 1
+2026-12-02 07:00:00 trainlens.job run 7: rank 0 of 1
+Traceback (most recent call last):
+  File "/app/trainer/train.py", line 160, in _setup
+    self.model = build_model(config, vocab).to(self.device)
+RuntimeError: [enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: not enough \
+memory: you tried to allocate 800008000000 bytes."""
+
+
+def set_run_status(database_url: str, run_id: int, status: Any, error: str | None) -> None:
+    """Change a run's status as the worker does (one transition, one change-feed event)."""
+    from app.db import Database
+    from app.models import Run
+    from app.runs.lifecycle import transition
+
+    db = Database(database_url)
+    try:
+        with db.session(write=True) as session:
+            run = session.get(Run, run_id)
+            assert run is not None
+            transition(session, run, status, error)
+    finally:
+        db.dispose()

@@ -68,7 +68,7 @@ def test_preset_runs_take_overrides(client: httpx.Client) -> None:
     assert response.status_code == 201, response.text
     run = response.json()
     assert run["preset"] == "healthy" and run["config"]["max_steps"] == 123
-    assert run["name"] == "healthy"
+    assert run["name"].startswith(f"healthy-{run['id']} ")  # preset, id and shape
 
 
 def test_external_run_keeps_its_free_form_config(client: httpx.Client) -> None:

@@ -5,12 +5,14 @@ over a 1,000,000-step series (first render time, points held, spike kept)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import httpx
 import pytest
 
 from bench.ui_latency import (
+    cpu_burners,
     first_render,
     measure_live_latency,
     plotted_points,
@@ -43,6 +45,8 @@ def _record(name: str, figures: dict[str, object]) -> None:
 
 
 def test_live_latency_p95_under_a_second(ui: UI, shared_server: LiveServer) -> None:
+    """Idle, then with two CPU-burning processes beside it (the dashboard shares its box
+    with training): p95 under a second both times, measured in the same run."""
     # A run page with every chart (loss, grad norm, lr, throughput, heatmaps, per layer).
     run_id = external_run(shared_server, "latency", vocab_size=65, grad_clip=1.0)
     ingest(shared_server, run_id, [trainer_like_row(step) for step in range(500)])
@@ -50,10 +54,19 @@ def test_live_latency_p95_under_a_second(ui: UI, shared_server: LiveServer) -> N
     for chart in ("loss", "grad-norm", "act-std", "update-ratio", "param-layers"):
         wait_until_ready(ui.page, chart)
 
-    latencies = measure_live_latency(ui.page, shared_server.url, run_id, 500, LATENCY_SAMPLES)
-    figures = summarize(latencies)
+    idle = summarize(
+        measure_live_latency(ui.page, shared_server.url, run_id, 500, LATENCY_SAMPLES)
+    )
+    with cpu_burners(2):
+        loaded = summarize(
+            measure_live_latency(
+                ui.page, shared_server.url, run_id, 500 + LATENCY_SAMPLES, LATENCY_SAMPLES
+            )
+        )
+    figures = {"idle": idle, "loaded_2_burners": loaded, "loadavg_1m": os.getloadavg()[0]}
     _record("ui-live-latency", figures)
-    assert figures["p95_ms"] < 1000, figures
+    assert idle["p95_ms"] < 1000, figures
+    assert loaded["p95_ms"] < 1000, figures
 
 
 def test_the_stream_resumes_after_a_server_restart(

@@ -206,20 +206,24 @@ def test_findings_panel_markers_and_click_to_zoom(ui: UI, shared_server: LiveSer
     open_run(ui, shared_server, run_id)
     page = ui.page
     wait_until_ready(page, "grad-norm")
-    assert "Nothing found so far" in page.inner_text("#findings")
+    assert page.inner_text("#findings").strip().endswith("No findings.")
 
     # Written while the page is open: it arrives over the stream.
     finding = add_finding(shared_server, run_id, first_step=200, last_step=210)
     item = page.locator(f"#findings li[data-finding-id='{finding['id']}']")
     item.wait_for()
-    text = item.inner_text()
-    for part in ("warning", "Loss spike", "steps 200–210", finding["explanation"], finding["fix"]):
-        assert part in text
+    for part in ("warning", "Loss spike", "steps 200–210"):
+        assert part in item.inner_text()
+    # One line until expanded; then the explanation and the fix.
+    assert finding["explanation"] not in item.inner_text()
+    item.locator("summary .meta").click()
+    for part in (finding["explanation"], finding["fix"]):
+        assert part in item.inner_text()
     for chart in ("loss", "grad-norm"):
+        # A marker on the x axis at the first step; no band until the finding is chosen.
         page.wait_for_function(
-            f"""() => (document.querySelector('#chart-{chart} .plot').layout.shapes || [])
-                .some((s) => s.name === 'finding-{finding["id"]}'
-                             && s.x0 === 200 && s.x1 === 210)"""
+            f"""() => (document.querySelector('#chart-{chart} .plot').layout.annotations || [])
+                .some((a) => a.name === 'finding-{finding["id"]}' && a.x === 200)"""
         )
 
     loss_fetches = fetches(page, "loss")
@@ -232,6 +236,11 @@ def test_findings_panel_markers_and_click_to_zoom(ui: UI, shared_server: LiveSer
             f"document.querySelector('#chart-{chart} .plot').layout.xaxis.range"
         )
         assert x_range[0] <= 200 and x_range[1] >= 210 and x_range[1] - x_range[0] < 100
+        page.wait_for_function(
+            f"""() => (document.querySelector('#chart-{chart} .plot').layout.shapes || [])
+                .some((s) => s.name === 'finding-{finding["id"]}'
+                             && s.x0 === 200 && s.x1 === 210)"""
+        )
     zoomed = trace(page, "loss", "train/loss")
     assert zoomed is not None and 200 in zoomed["x"] and min(zoomed["x"]) >= 180
 

@@ -99,9 +99,10 @@ def test_a_fault_preset_shows_its_finding_in_the_panel_and_on_the_chart(
     assert item.locator(".explanation").inner_text() and item.locator(".fix").inner_text()
     finding_id = item.get_attribute("data-finding-id")
     wait_until_ready(page, "loss")
+    # Marked on the loss chart's x axis (a band only once the finding is chosen).
     page.wait_for_function(
-        f"""() => (document.querySelector('#chart-loss .plot').layout.shapes || [])
-              .some((s) => s.name === 'finding-{finding_id}')""",
+        f"""() => (document.querySelector('#chart-loss .plot').layout.annotations || [])
+              .some((a) => a.name === 'finding-{finding_id}')""",
         timeout=30_000,
     )
     ui.screenshot("run-fault-finding")

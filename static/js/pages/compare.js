@@ -1,5 +1,7 @@
 // pages/compare.js — chosen runs overlaid per metric, one colour per run, on a shared x
-// axis (step, tokens seen or wall time since each run's start).
+// axis (step, tokens seen or wall time since each run's start). Any metric from the union
+// of the runs' keys (per-layer ones included) can be charted, titled as on the run page;
+// a table shows only the config values that differ; each run's findings mark the x axis.
 //
 // The page's one EventSource is the cross-run stream (/api/stream): it says which run
 // advanced to which step, and the page then fetches just the new tail of the charted
@@ -10,18 +12,24 @@ import { PALETTE } from "../marks.js";
 import { el, formatCount, formatNumber, statusBadge } from "../format.js";
 import { LineChart } from "../line-chart.js";
 import { loadPlotly } from "../plotly.js";
+import { metricChart } from "../run-charts.js";
 import { LiveStream } from "../stream.js";
 
 // Metrics worth comparing, in this order; other scalar keys the runs share follow.
 const PREFERRED = ["train/loss", "val/loss", "train/loss_eval", "train/grad_norm", "train/lr",
   "perf/tokens_per_sec", "perf/mfu", "perf/step_ms", "sys/mem_gb"];
-// Per-layer series and 0/1 flags do not overlay usefully across runs.
-const SKIPPED = [/^act\//, /^grad\//, /^param\//, /^update\//, /^data\//, /^train\/grad_clipped$/,
-  /^train\/resumed$/, /^train\/skipped$/];
+// Shown unless chosen: per-layer series (many) and 0/1 flags and constants.
+const PER_LAYER = /^(act|grad|param|update)\//;
+const FLAGS = [/^data\//, /^train\/grad_clipped$/, /^train\/resumed$/, /^train\/skipped$/];
 const TAIL_POINTS = 5000;
 
-const runIds = (new URLSearchParams(location.search).get("runs") ?? "")
+const query = new URLSearchParams(location.search);
+const runIds = (query.get("runs") ?? "")
   .split(",").map(Number).filter((id) => Number.isInteger(id) && id > 0);
+// The user's choice of metrics (null: the default set).
+let chosen = query.has("metrics") ? query.get("metrics").split(",").filter(Boolean) : null;
+const findingsByRun = new Map();
+let findingsTimer = null;
 const runs = new Map();
 const keysByRun = new Map();
 const charts = new Map(); // metric key → chart
@@ -56,6 +64,8 @@ async function loadRuns() {
     keysByRun.set(detail.id, new Set(detail.keys));
   }
   renderChips();
+  renderConfigDiff();
+  renderMetricPicker();
 }
 
 function renderChips() {
@@ -69,20 +79,97 @@ function renderChips() {
   document.title = `Compare ${[...runs.values()].map((run) => run.name).join(" · ")} · trainlens`;
 }
 
-function comparedKeys() {
+function allKeys() {
   const all = new Set();
   for (const keys of keysByRun.values()) for (const key of keys) all.add(key);
-  const scalar = [...all].filter((key) => !SKIPPED.some((pattern) => pattern.test(key)));
+  return [...all].sort();
+}
+
+function defaultKeys(all) {
+  const scalar = all.filter((key) => !PER_LAYER.test(key) && !FLAGS.some((pattern) => pattern.test(key)));
   const preferred = PREFERRED.filter((key) => scalar.includes(key));
-  return [...preferred, ...scalar.filter((key) => !PREFERRED.includes(key)).sort()];
+  return [...preferred, ...scalar.filter((key) => !PREFERRED.includes(key))];
+}
+
+function comparedKeys() {
+  const all = allKeys();
+  return chosen ? chosen.filter((key) => all.includes(key)) : defaultKeys(all);
+}
+
+/** Checkboxes for every key any run has; per-layer keys folded by family. */
+function renderMetricPicker() {
+  const all = allKeys();
+  const shown = new Set(comparedKeys());
+  const box = (key) => el("label", { title: metricChart(key).title },
+    el("input", { type: "checkbox", name: "metric", value: key, checked: shown.has(key) }), ` ${key}`);
+  const layered = all.filter((key) => PER_LAYER.test(key));
+  const families = [...new Set(layered.map((key) => key.split("/")[0] + "/…/" + key.split("/").at(-1)))];
+  document.getElementById("metric-picker").replaceChildren(
+    el("div", { className: "metric-picker" }, all.filter((key) => !PER_LAYER.test(key)).map(box)),
+    ...families.map((family) => el("details", {}, el("summary", {}, `per layer: ${family}`),
+      el("div", { className: "metric-picker" }, layered.filter((key) =>
+        key.startsWith(family.split("/")[0] + "/") && key.endsWith("/" + family.split("/").at(-1))).map(box)))));
+}
+
+function applyMetricChoice(event) {
+  event.preventDefault();
+  chosen = [...event.target.querySelectorAll("input[name=metric]:checked")].map((input) => input.value);
+  const params = new URLSearchParams(location.search);
+  params.set("metrics", chosen.join(","));
+  history.replaceState(null, "", `?${params}`);
+  for (const [key, chart] of charts) {
+    if (!chosen.includes(key)) {
+      chart.element.remove();
+      charts.delete(key);
+    }
+  }
+  updateCharts();
+}
+
+/** Config keys whose values differ between the runs (nested keys flattened). */
+function renderConfigDiff() {
+  const flat = (object, prefix = "", out = {}) => {
+    for (const [key, value] of Object.entries(object ?? {})) {
+      if (value && typeof value === "object" && !Array.isArray(value)) flat(value, `${prefix}${key}.`, out);
+      else out[`${prefix}${key}`] = value;
+    }
+    return out;
+  };
+  const list = [...runs.values()];
+  const configs = list.map((run) => flat(run.config));
+  const keys = [...new Set(configs.flatMap(Object.keys))].sort();
+  const text = (value) => (value === undefined ? "—" : value === null ? "null" : String(value));
+  const differing = keys.filter((key) => new Set(configs.map((config) => text(config[key]))).size > 1);
+  const host = document.getElementById("config-diff");
+  host.replaceChildren(differing.length
+    ? el("table", { className: "config-diff" },
+      el("thead", {}, el("tr", {}, el("th", {}, "config"), list.map((run) => el("th", {},
+        el("span", { className: "swatch", style: `background:${colorOf(run.id)}` }), ` ${run.name}`)))),
+      el("tbody", {}, differing.map((key) => el("tr", { dataset: { key } }, el("th", { scope: "row" }, key),
+        configs.map((config) => el("td", {}, text(config[key])))))))
+    : el("p", { className: "muted" }, list.length > 1 ? "The configs are identical." : ""));
+  host.previousElementSibling.textContent = `Config differences (${differing.length})`;
+}
+
+async function loadFindings() {
+  await Promise.all([...runs.keys()].map(async (runId) => {
+    findingsByRun.set(runId, await api(`/runs/${runId}/findings`).catch(() => []));
+  }));
+  const all = [...findingsByRun.values()].flat();
+  for (const chart of charts.values()) chart.setFindings(all);
 }
 
 function updateCharts() {
   for (const key of comparedKeys()) {
     if (charts.has(key)) continue;
+    const shared = metricChart(key);
     charts.set(key, new LineChart(chartsHost, {
       id: key.replace(/[^a-z0-9]+/gi, "-"),
-      title: key,
+      title: shared.title,
+      yTitle: shared.yTitle,
+      logY: shared.logY,
+      yFormat: shared.yFormat,
+      help: key,
       runs,
       xMode: xAll.value,
       match: (keys, run) => (keys.has(key)
@@ -100,6 +187,8 @@ function updateCharts() {
     if (chart.updateKeys(keysByRun) && chart.visible) chart.scheduleFetch(0);
   }
   document.getElementById("charts").dataset.metrics = String(charts.size);
+  const all = [...findingsByRun.values()].flat();
+  for (const chart of charts.values()) chart.setFindings(all);
   if (!charts.size && runs.size) {
     chartsHost.replaceChildren(el("p", { className: "muted" }, "These runs have no metrics yet."));
   }
@@ -176,6 +265,7 @@ document.getElementById("run-picker-form").addEventListener("submit", (event) =>
   const chosen = [...event.target.querySelectorAll("input[name=run]:checked")].map((input) => input.value);
   location.href = `/compare.html?runs=${chosen.join(",")}`;
 });
+document.getElementById("metric-form").addEventListener("submit", applyMetricChoice);
 xAll.addEventListener("change", () => charts.forEach((chart) => chart.setXMode(xAll.value)));
 document.getElementById("reset-zoom").addEventListener("click", () => charts.forEach((chart) => chart.setXRange(null)));
 
@@ -193,6 +283,12 @@ async function main() {
     hello: () => subscribed(),
     progress: onProgress,
     status: onStatus,
+    finding: (finding) => {
+      // Findings come in bursts: read them again once the burst has passed.
+      if (!runs.has(finding.run_id)) return;
+      clearTimeout(findingsTimer);
+      findingsTimer = setTimeout(loadFindings, 500);
+    },
     created: () => buildPicker().catch(() => {}),
     deleted: (event) => runs.has(event.run_id) && showError(`Run ${event.run_id} has been deleted.`),
     reload: reloadEverything,
@@ -201,6 +297,7 @@ async function main() {
   await Promise.race([hello, new Promise((resolve) => setTimeout(resolve, 3000))]);
   updateCharts();
   setTimeout(loadPlotly, 0); // after the charts' first requests are on their way
+  await loadFindings();
   window.trainlens = { runs, charts };
 }
 

@@ -18,11 +18,9 @@ import { LrFinderPanel } from "../lr-finder.js";
 import { RUN_CHARTS, otherKeys } from "../run-charts.js";
 import { loadPlotly } from "../plotly.js";
 import { LiveStream } from "../stream.js";
+import { DiagnosisCard, LogViewer, configTable, errorBlock, loadCheckpoints, phaseBanner } from "../run-panels.js";
 
 const SAMPLES_SHOWN = 5;
-const CONFIG_SUMMARY = ["n_layer", "n_head", "n_embd", "block_size", "batch_size", "grad_accum_steps",
-  "lr", "min_lr", "schedule", "warmup_steps", "max_steps", "grad_clip", "weight_decay", "precision",
-  "dataset", "tokenizer", "vocab_size"];
 
 const runId = Number(new URLSearchParams(location.search).get("id"));
 const runs = new Map(); // what the charts read: this run, mutated in place as it changes
@@ -44,12 +42,19 @@ const xAll = document.getElementById("x-all");
 const linkZoom = document.getElementById("link-zoom");
 const pageError = document.getElementById("page-error");
 
+function zoomTo(first, last, selected = null) {
+  for (const chart of charts) {
+    chart.setSelectedFinding(selected);
+    chart.zoomToSteps(runId, first, last ?? first);
+  }
+}
+
 const findings = new FindingsPanel(document.getElementById("findings"), {
-  onSelect: (finding) => {
-    const last = finding.last_step ?? finding.first_step;
-    for (const chart of charts) chart.zoomToSteps(runId, finding.first_step, last);
-  },
+  onSelect: (finding) => zoomTo(finding.first_step, finding.last_step, finding.id),
   onChange: (all) => charts.forEach((chart) => chart.setFindings(all)),
+});
+const diagnosis = new DiagnosisCard(document.getElementById("diagnosis"), {
+  onZoom: (item) => zoomTo(item.first_step, item.last_step, item.finding_ids?.[0] ?? null),
 });
 
 function showError(message) {
@@ -70,63 +75,108 @@ async function loadRun() {
   detail.keys.forEach((key) => keys.add(key));
   document.title = `${run.name} · trainlens`;
   renderHeader();
+  explainEmptyCharts();
   return run;
 }
 
-function renderHeader() {
+/** The numbers that change with every step: the only part of the header that live
+ *  points redraw (rebuilding the whole header would cost layout time on every batch and
+ *  take the notes box from under the user's cursor). */
+function facts() {
   const latest = run.latest ?? {};
   const value = (key) => latest[key]?.value;
   const step = run.last_step;
   const stepText = step === null || step === undefined ? "—"
     : run.max_steps ? `${formatCount(step)} / ${formatCount(run.max_steps)}` : formatCount(step);
-  const stop = el("button", { type: "button", id: "stop-button", className: "danger",
-    disabled: !(run.status === "queued" || run.status === "running"),
-    onclick: () => steer("stop") }, "Stop");
-  const resume = el("button", { type: "button", id: "resume-button",
-    disabled: !(run.source === "launched" && RESUMABLE_STATUSES.has(run.status)),
-    title: run.source === "external" ? "An external run resumes from its own script" : "Continue from the latest checkpoint",
-    onclick: () => steer("resume") }, "Resume");
-  const remove = el("button", { type: "button", className: "danger", onclick: removeRun }, "Delete");
-  const facts = [
+  const rows = [
     ["Step", el("span", { id: "run-step" }, stepText),
       run.max_steps && step !== null ? el("progress", { max: run.max_steps, value: Math.min(step + 1, run.max_steps),
         "aria-label": "progress" }) : null],
     ["Train loss", formatNumber(value("train/loss"))],
     ["Val loss", formatNumber(value("val/loss"))],
     ["Tokens/s", formatRate(value("perf/tokens_per_sec"))],
-    ["MFU", formatPercent(value("perf/mfu"))],
+    // MFU against a nominal peak: on a CPU that peak is a guess, so it is marked as one.
+    ["MFU (est.)", formatPercent(value("perf/mfu"))],
     ["Started", formatTime(run.started_at)],
-    ["Duration", el("span", { id: "run-duration" }, formatDuration(runDuration(run)))],
+    ["Duration", el("span", { id: "run-duration", title: "Time spent training; stopped time is shown apart" },
+      durationText())],
   ];
-  if (run.attempt > 0) facts.push(["Resumed", `${run.attempt}×`]);
+  if (run.attempt > 0) rows.push(["Resumed", `${run.attempt}×`]);
+  return rows.map(([term, ...detail]) => el("div", {}, el("dt", {}, term), el("dd", {}, ...detail)));
+}
+
+function renderFacts() {
+  document.getElementById("run-facts")?.replaceChildren(...facts());
+}
+
+function renderHeader() {
+  const stop = el("button", { type: "button", id: "stop-button", className: "danger",
+    disabled: !(run.status === "queued" || run.status === "running"),
+    onclick: () => steer("stop") }, "Stop");
+  const resume = el("button", { type: "button", id: "resume-button",
+    disabled: !(run.source === "launched" && RESUMABLE_STATUSES.has(run.status)) || Boolean(run.resume_blocked),
+    title: run.resume_blocked ? `Resume is off: ${run.resume_blocked}`
+      : run.source === "external" ? "An external run resumes from its own script" : "Continue from the latest checkpoint",
+    onclick: () => steer("resume") }, "Resume");
+  const rename = el("button", { type: "button", id: "rename-button", className: "small", onclick: renameRun }, "Rename");
+  const remove = el("button", { type: "button", className: "danger", onclick: removeRun }, "Delete");
   const config = run.config ?? {};
-  const summary = CONFIG_SUMMARY.filter((name) => config[name] !== undefined && config[name] !== null);
   header.replaceChildren(...[
     el("div", { className: "run-title" },
-      el("h1", { id: "run-name" }, run.name),
+      el("h1", { id: "run-name" }, run.name), rename,
       el("span", { id: "run-status" }, statusBadge(run.status)),
+      ...(run.tags ?? []).map((tag) => el("span", { className: "tag" }, tag)),
       run.preset ? el("span", { className: "muted" }, `preset ${run.preset}`) : null,
       el("span", { className: "muted" }, `${run.source} run #${run.id}`),
       el("span", { className: "toolbar", style: "margin-left:auto" }, stop, resume,
-        el("a", { className: "button", href: apiUrl(`/runs/${runId}/metrics.csv`, {}, { withToken: true }),
-          download: `run-${runId}-metrics.csv` }, "All metrics (CSV)"),
+        el("a", { className: "button", id: "csv-long", href: apiUrl(`/runs/${runId}/metrics.csv`, {}, { withToken: true }),
+          download: `run-${runId}-metrics-long.csv`, title: "One row per step and key" }, "CSV (long)"),
+        el("a", { className: "button", id: "csv-wide",
+          href: apiUrl(`/runs/${runId}/metrics.csv`, { layout: "wide" }, { withToken: true }),
+          download: `run-${runId}-metrics-wide.csv`, title: "One row per step, one column per key" }, "CSV (wide)"),
         el("a", { className: "button", href: `/compare.html?runs=${runId}` }, "Compare…"),
         remove)),
-    el("dl", { className: "run-facts" }, facts.map(([term, ...detail]) =>
-      el("div", {}, el("dt", {}, term), el("dd", {}, ...detail)))),
-    run.error ? el("pre", { className: "run-error", role: "alert" }, run.error) : null,
-    summary.length ? el("dl", { className: "config-summary", "aria-label": "Configuration summary" },
-      summary.map((name) => el("div", {}, el("dt", {}, name), el("dd", {}, String(config[name]))))) : null,
-    Object.keys(config).length ? el("details", {}, el("summary", {}, "Full configuration"),
-      el("pre", { className: "config-json" }, JSON.stringify(config, null, 2))) : null,
+    el("dl", { className: "run-facts", id: "run-facts" }, facts()),
+    phaseBanner(run),
+    errorBlock(run),
+    Object.keys(config).length ? configTable(config) : null,
+    el("label", { className: "notes" }, "Notes ",
+      el("textarea", { id: "run-notes", rows: 1, value: run.notes ?? "", placeholder: "what this run is for…",
+        onchange: (event) => patchRun({ notes: event.target.value }) })),
   ].filter(Boolean));
+}
+
+/** Active training time; time the run spent stopped (gaps in its wall times) apart. */
+function durationText() {
+  const total = runDuration(run);
+  if (total === null) return "—";
+  const loss = charts.find((chart) => chart.id === "loss");
+  const stopped = loss ? loss.stoppedSeconds(runId) : 0;
+  return stopped > 0 ? `${formatDuration(total - stopped)} (+${formatDuration(stopped)} stopped)` : formatDuration(total);
+}
+
+async function patchRun(body) {
+  try {
+    Object.assign(run, await api(`/runs/${runId}`, { method: "PATCH", body }));
+    renderHeader();
+    showError("");
+  } catch (error) {
+    showError(`Could not save: ${error.message}`);
+  }
+}
+
+function renameRun() {
+  const name = window.prompt("New name for this run", run.name);
+  if (name && name.trim() && name !== run.name) patchRun({ name: name.trim() });
 }
 
 function scheduleHeader() {
   if (headerTimer) return;
   headerTimer = setTimeout(() => {
     headerTimer = null;
-    renderHeader();
+    // The first step of a starting run ends its "Starting…" banner: a full redraw, once.
+    if (document.getElementById("run-phase") && run.last_step !== null) renderHeader();
+    else renderFacts();
   }, 250);
 }
 
@@ -189,6 +239,18 @@ function updateCharts() {
     if (chart.updateKeys(keysByRun) && chart.visible) chart.scheduleFetch(0);
   }
   for (const chart of charts) chart.setFindings(findings.all());
+  explainEmptyCharts();
+}
+
+/** No metric yet: say why instead of an empty column. */
+function explainEmptyCharts() {
+  const note = document.getElementById("charts-empty");
+  const empty = keys.size === 0 && run;
+  note.hidden = !empty;
+  if (!empty) return;
+  note.textContent = run.status === "queued" ? "Charts appear when a worker has claimed the run and it logs its first step."
+    : ACTIVE_STATUSES.has(run.status) ? "Charts appear with the first logged step."
+      : `The run ended (${run.status}) before logging any metric${run.error ? "; its error is above" : ""}.`;
 }
 
 // -- live ------------------------------------------------------------------------------
@@ -226,6 +288,7 @@ async function onStatus(event) {
   renderHeader();
   try {
     await loadRun(); // started/finished times come with the full run
+    if (!ACTIVE_STATUSES.has(run.status) || run.status === "running") await loadFiles();
   } catch (error) {
     showError(error.message);
   }
@@ -253,6 +316,18 @@ async function loadSamples() {
 
 async function loadFindings() {
   findings.setAll(await api(`/runs/${runId}/findings`));
+  await diagnosis.load(runId);
+}
+
+const logViewer = new LogViewer(document.getElementById("run-files"), runId, () => ACTIVE_STATUSES.has(run?.status));
+
+async function loadFiles() {
+  if (run.source !== "launched") {
+    document.getElementById("run-files").hidden = true;
+    return;
+  }
+  await loadCheckpoints(document.getElementById("checkpoints"), runId);
+  if (logViewer.details.open) logViewer.poll();
 }
 
 async function reloadEverything() {
@@ -260,7 +335,7 @@ async function reloadEverything() {
     await loadRun();
     updateCharts();
     for (const chart of charts) if (chart.visible) chart.scheduleFetch(0);
-    await Promise.all([loadFindings(), loadSamples()]);
+    await Promise.all([loadFindings(), loadSamples(), loadFiles()]);
     showError("");
   } catch (error) {
     showError(`Could not reload: ${error.message}`);
@@ -275,7 +350,7 @@ document.getElementById("reset-zoom").addEventListener("click", () => charts.for
 setInterval(() => {
   if (run && ACTIVE_STATUSES.has(run.status)) {
     const cell = document.getElementById("run-duration");
-    if (cell) cell.textContent = formatDuration(runDuration(run));
+    if (cell) cell.textContent = durationText();
   }
 }, 1000);
 
@@ -293,6 +368,8 @@ async function main() {
     points: afterLoad(onPoints),
     status: afterLoad(onStatus),
     finding: (finding) => findings.upsert(finding),
+    diagnosis: (body) => diagnosis.render(body),
+    updated: afterLoad((event) => { Object.assign(run, event); renderHeader(); }),
     sample: onSample,
     deleted: () => showError("This run has been deleted."),
     reload: reloadEverything,
@@ -320,7 +397,7 @@ async function main() {
     lrFinder.refresh().catch((error) => showError(error.message));
   }
   setTimeout(loadPlotly, 0); // after the charts' first requests are on their way
-  await Promise.all([loadFindings(), loadSamples()]).catch((error) => showError(error.message));
+  await Promise.all([loadFindings(), loadSamples(), loadFiles()]).catch((error) => showError(error.message));
   // For the browser tests and the benchmark.
   window.trainlens = { run, charts, stream, decodeValue };
 }

@@ -1,5 +1,7 @@
-// pages/runs.js — the runs table: live status and step for every run, a status and name
-// filter, selection for comparison, and the launch form.
+// pages/runs.js — the runs table: live status and step for every run; columns chosen
+// from config keys and latest metrics, sorted and filtered by any of them on the server
+// (`lr > 1e-3; val/loss < 1.6`); tags, notes, rename; grouping by tag or preset;
+// selection for comparison, and the launch form.
 //
 // Live updates come from the cross-run stream (/api/stream): `progress` events patch a
 // row's step and latest values in place (they arrive with every write); anything that
@@ -16,6 +18,31 @@ import { LiveStream } from "../stream.js";
 
 const PAGE_SIZE = 50;
 const RELOAD_DEBOUNCE_MS = 150;
+const COLUMNS_KEY = "trainlens.runs.columns";
+
+// Fixed columns: [id, header, sort name (null: not sortable), numeric]. The cells with
+// these classes are what live progress events patch in place.
+const BASE_COLUMNS = [
+  ["progress-cell", "Step", "step", true],
+  ["train-loss", "Train loss", "train/loss", true],
+  ["val-loss", "Val loss", "val/loss", true],
+  ["tokens", "Tokens/s", "perf/tokens_per_sec", true],
+  ["findings-cell", "Findings", null, false],
+  ["tags-cell", "Tags", "tags", false],
+  ["started", "Started", "created_at", false],
+  ["duration", "Duration", null, true],
+];
+
+const SHOWN_METRICS = new Set(BASE_COLUMNS.map(([, , sortName]) => sortName).filter((name) => name?.includes("/")));
+
+function savedColumns() {
+  try {
+    const saved = JSON.parse(localStorage.getItem(COLUMNS_KEY) ?? "[]");
+    return Array.isArray(saved) ? saved.filter((name) => typeof name === "string") : [];
+  } catch {
+    return [];
+  }
+}
 
 const state = {
   runs: new Map(), // id → run summary, in table order
@@ -24,6 +51,8 @@ const state = {
   total: 0,
   reloadTimer: null,
   loading: null,
+  extra: savedColumns(), // chosen config keys and metric keys, in order
+  sort: null, // "val/loss" or "-val/loss"
 };
 
 const tbody = document.querySelector("#runs-table tbody");
@@ -32,16 +61,30 @@ const nameFilter = document.getElementById("name-filter");
 const compareButton = document.getElementById("compare-button");
 const moreButton = document.getElementById("more-button");
 const errorBox = document.getElementById("runs-error");
+const queryBox = document.getElementById("runs-query");
+const groupBy = document.getElementById("group-by");
+const headRow = document.querySelector("#runs-table thead tr");
+
+const isMetric = (name) => name.includes("/");
+
+function filters() {
+  return queryBox.value.split(/;|\band\b/).map((part) => part.trim()).filter(Boolean);
+}
 
 async function load() {
   const controller = new AbortController();
   state.loading?.abort();
   state.loading = controller;
   try {
-    const answer = await api("/runs", {
-      params: { status: statusFilter.value, q: nameFilter.value.trim(), limit: state.limit },
-      signal: controller.signal,
-    });
+    const params = new URLSearchParams();
+    const add = (name, value) => value && params.append(name, value);
+    add("status", statusFilter.value);
+    add("q", nameFilter.value.trim());
+    add("limit", String(state.limit));
+    add("sort", state.sort);
+    add("metrics", state.extra.filter(isMetric).join(","));
+    for (const condition of filters()) params.append("filter", condition);
+    const answer = await api(`/runs?${params}`, { signal: controller.signal });
     if (state.loading !== controller) return;
     state.total = answer.total;
     state.runs = new Map(answer.runs.map((run) => [run.id, run]));
@@ -59,8 +102,54 @@ function scheduleReload() {
   state.reloadTimer = setTimeout(load, RELOAD_DEBOUNCE_MS);
 }
 
+function renderHead() {
+  const header = (label, sortName, numeric) => {
+    const th = el("th", { scope: "col", className: `${numeric ? "num" : ""} ${sortName ? "sortable" : ""}`,
+      title: sortName ? `Sort by ${sortName}` : undefined }, label);
+    if (sortName) {
+      if (state.sort === sortName) th.setAttribute("aria-sort", "ascending");
+      if (state.sort === `-${sortName}`) th.setAttribute("aria-sort", "descending");
+      th.addEventListener("click", () => {
+        state.sort = state.sort === sortName ? `-${sortName}` : state.sort === `-${sortName}` ? null : sortName;
+        load();
+      });
+    }
+    return th;
+  };
+  headRow.replaceChildren(
+    el("th", { scope: "col" }, el("span", { className: "visually-hidden" }, "Select for comparison")),
+    header("Name", "name", false),
+    header("Status", "status", false),
+    ...BASE_COLUMNS.map(([, label, sortName, numeric]) => header(label, sortName, numeric)),
+    ...state.extra.map((name) => header(name, name, true)),
+    header("Notes", "notes", false),
+  );
+}
+
+/** Rows, or rows under a heading per tag / preset (a run with two tags shows twice). */
+function groupedRows() {
+  const runs = [...state.runs.values()];
+  if (!groupBy.value) return runs.map(row);
+  const groups = new Map();
+  for (const run of runs) {
+    const names = groupBy.value === "tag" ? (run.tags?.length ? run.tags : ["(no tag)"]) : [run.preset ?? "(no preset)"];
+    for (const name of names) {
+      if (!groups.has(name)) groups.set(name, []);
+      groups.get(name).push(run);
+    }
+  }
+  const span = 3 + BASE_COLUMNS.length + state.extra.length + 1;
+  const order = ([a], [b]) => a.startsWith("(no ") - b.startsWith("(no ") || a.localeCompare(b);
+  return [...groups].sort(order).flatMap(([name, members]) => [
+    el("tr", { className: "group-row", dataset: { group: name } },
+      el("td", { colSpan: span }, `${groupBy.value} ${name} · ${members.length} run(s)`)),
+    ...members.map(row),
+  ]);
+}
+
 function render() {
-  tbody.replaceChildren(...[...state.runs.values()].map(row));
+  renderHead();
+  tbody.replaceChildren(...groupedRows());
   document.getElementById("runs-empty").hidden = state.runs.size > 0;
   moreButton.hidden = state.total <= state.runs.size;
   moreButton.textContent = `Show more (${state.total - state.runs.size} older)`;
@@ -83,15 +172,23 @@ function row(run) {
     el("td", { className: "name" },
       el("a", { href: `/run.html?id=${run.id}` }, run.name),
       run.preset ? el("span", { className: "preset" }, run.preset) : null,
-      run.source === "external" ? el("span", { className: "preset" }, "external") : null),
-    el("td", { className: "status-cell" }, statusBadge(run.status)),
+      run.source === "external" ? el("span", { className: "preset" }, "external") : null,
+      el("button", { type: "button", className: "small link-button", title: "Rename",
+        "aria-label": `Rename ${run.name}`, onclick: () => rename(run) }, "✎")),
+    el("td", { className: "status-cell" }, statusBadge(run.status),
+      run.queue_position ? el("span", { className: "muted" }, ` #${run.queue_position} in queue`) : null),
     el("td", { className: "num progress-cell" }),
     el("td", { className: "num train-loss" }),
     el("td", { className: "num val-loss" }),
     el("td", { className: "num tokens" }),
     el("td", { className: "findings-cell" }, findingBadges(run.findings)),
+    el("td", { className: "tags-cell" }, (run.tags ?? []).map((tag) => el("span", { className: "tag" }, tag)),
+      el("button", { type: "button", className: "small link-button", "aria-label": `Edit tags of ${run.name}`,
+        onclick: () => editTags(run) }, "+")),
     el("td", { className: "started" }, formatTime(run.started_at)),
-    el("td", { className: "num duration" }, formatDuration(runDuration(run))));
+    el("td", { className: "num duration" }, formatDuration(runDuration(run))),
+    ...state.extra.map((name) => el("td", { className: "num extra", dataset: { column: name } }, columnValue(run, name))),
+    el("td", { className: "notes-cell", title: run.notes || "" }, run.notes || ""));
   fillProgress(tr, run);
   if (run.error) tr.title = run.error;
   return tr;
@@ -112,6 +209,56 @@ function fillProgress(tr, run) {
   tr.querySelector(".train-loss").textContent = formatNumber(latest["train/loss"]?.value);
   tr.querySelector(".val-loss").textContent = formatNumber(latest["val/loss"]?.value);
   tr.querySelector(".tokens").textContent = formatRate(latest["perf/tokens_per_sec"]?.value);
+}
+
+function columnValue(run, name) {
+  if (isMetric(name)) return formatNumber(run.latest?.[name]?.value);
+  let value = run.config ?? {};
+  for (const part of name.split(".")) value = value?.[part];
+  if (value === undefined || value === null) return "—";
+  return typeof value === "number" ? formatNumber(value) : String(value);
+}
+
+async function patch(run, body) {
+  try {
+    await api(`/runs/${run.id}`, { method: "PATCH", body });
+    await load();
+  } catch (error) {
+    errorBox.textContent = `Could not save: ${error.message}`;
+    errorBox.hidden = false;
+  }
+}
+
+function rename(run) {
+  const name = window.prompt(`New name for run #${run.id}`, run.name);
+  if (name && name.trim() && name !== run.name) patch(run, { name: name.trim() });
+}
+
+function editTags(run) {
+  const text = window.prompt(`Tags of ${run.name} (comma-separated)`, (run.tags ?? []).join(", "));
+  if (text === null) return;
+  patch(run, { tags: text.split(",").map((tag) => tag.trim()).filter(Boolean) });
+}
+
+// -- columns ---------------------------------------------------------------------------
+
+async function loadColumns() {
+  const columns = await api("/runs/columns");
+  const names = [...columns.config, ...columns.metrics];
+  document.getElementById("runs-query-names").replaceChildren(
+    ...[...columns.fields, ...names].map((name) => el("option", { value: name })));
+  const option = (name) => el("label", {}, el("input", { type: "checkbox", value: name, checked: state.extra.includes(name),
+    onchange: (event) => {
+      state.extra = event.target.checked ? [...state.extra, name] : state.extra.filter((other) => other !== name);
+      localStorage.setItem(COLUMNS_KEY, JSON.stringify(state.extra));
+      load();
+    } }), ` ${name}`);
+  document.getElementById("column-options").replaceChildren(
+    el("strong", {}, "Config"), ...columns.config.map(option),
+    el("strong", {}, "Latest metric"), ...columns.metrics
+      .filter((name) => !/^(act|grad|param|update)\//.test(name) && !SHOWN_METRICS.has(name)).map(option),
+    el("details", {}, el("summary", {}, "Per-layer metrics"),
+      ...columns.metrics.filter((name) => /^(act|grad|param|update)\//.test(name)).map(option)));
 }
 
 function findingBadges(counts) {
@@ -174,6 +321,15 @@ nameFilter.addEventListener("input", () => {
   clearTimeout(nameTimer);
   nameTimer = setTimeout(load, 250);
 });
+let queryTimer = null;
+queryBox.addEventListener("input", () => {
+  clearTimeout(queryTimer);
+  queryTimer = setTimeout(load, 350);
+});
+groupBy.addEventListener("change", render);
+document.getElementById("column-picker").addEventListener("toggle", (event) => {
+  if (event.target.open) loadColumns().catch((error) => { errorBox.textContent = error.message; errorBox.hidden = false; });
+});
 moreButton.addEventListener("click", () => {
   state.limit += PAGE_SIZE;
   load();
@@ -205,6 +361,7 @@ new LiveStream("/stream", {
   progress: onProgress,
   status: onStatus,
   created: scheduleReload,
+  updated: scheduleReload,
   finding: scheduleReload,
   deleted: (event) => {
     state.selected.delete(event.run_id);
@@ -214,4 +371,5 @@ new LiveStream("/stream", {
 }).start();
 
 setInterval(tickDurations, 1000);
+renderHead();
 load();

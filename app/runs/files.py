@@ -1,0 +1,122 @@
+"""A launched run's files under the data directory: its output log and checkpoints.
+
+The worker writes `output.log` (the child's stdout and stderr) and the trainer writes
+`ckpt_latest.pt` / `ckpt_best.pt`, each with a small JSON beside it holding its step and
+val loss (this process never loads torch files)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from app.config import Settings
+from app.errors import invalid, not_found
+from app.runs.schemas import CheckpointOut, LogChunk
+
+OUTPUT_LOG = "output.log"
+CHECKPOINT_SUFFIX = ".pt"
+LOG_TAIL_BYTES = 64 * 1024
+# "2026-12-02 08:36:02,366 trainer.train building the model": the message after the
+# logging format's time and logger name.
+_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:[,.]\d+)? [\w.]+ (?P<message>.+)$")
+
+
+def run_dir(settings: Settings, run_id: int) -> Path:
+    return settings.runs_dir / str(run_id)
+
+
+def read_log(settings: Settings, run_id: int, offset: int | None, limit: int) -> LogChunk:
+    """Bytes of output.log from `offset` (default: the last `limit` bytes), decoded; the
+    next offset to ask for continues exactly where this chunk ended."""
+    path = run_dir(settings, run_id) / OUTPUT_LOG
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return LogChunk(text="", offset=0, next_offset=0, size=0, exists=False)
+    tail = offset is None
+    if offset is None:
+        offset = max(0, size - limit)
+    if offset > size:
+        offset = 0  # the log was replaced (a fresh start): read it from the top
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        data = handle.read(min(limit, size - offset))
+    if tail and offset > 0 and (newline := data.find(b"\n")) >= 0:
+        # A tail starts at a line boundary, not mid-line.
+        offset += newline + 1
+        data = data[newline + 1 :]
+    return LogChunk(
+        text=data.decode("utf-8", errors="replace"),
+        offset=offset,
+        next_offset=offset + len(data),
+        size=size,
+        exists=True,
+    )
+
+
+def phase(settings: Settings, run_id: int) -> str | None:
+    """What a started run's process last said (loading dataset, building the model, …):
+    the last line of its log, without the logger's timestamp and name."""
+    path = run_dir(settings, run_id) / OUTPUT_LOG
+    try:
+        with path.open("rb") as handle:
+            handle.seek(max(0, path.stat().st_size - 4096))
+            tail = handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    if not lines:
+        return None
+    logged = _LOG_LINE.match(lines[-1])
+    return (logged["message"] if logged else lines[-1])[:300]
+
+
+def list_checkpoints(settings: Settings, run_id: int) -> list[CheckpointOut]:
+    directory = run_dir(settings, run_id)
+    try:
+        paths = sorted(p for p in directory.iterdir() if _is_checkpoint(p.name))
+    except OSError:
+        return []
+    checkpoints = []
+    for path in paths:
+        try:
+            stat = path.stat()
+        except OSError:
+            continue  # replaced between the listing and now
+        info = _info(path.with_suffix(".json"))
+        step, val_loss = info.get("step"), info.get("val_loss")
+        checkpoints.append(
+            CheckpointOut(
+                name=path.name,
+                step=step if isinstance(step, int) else None,
+                val_loss=val_loss if isinstance(val_loss, (int, float)) else None,
+                size_bytes=stat.st_size,
+                modified_at=stat.st_mtime,
+                url=f"/api/runs/{run_id}/checkpoints/{path.name}",
+            )
+        )
+    return checkpoints
+
+
+def checkpoint_path(settings: Settings, run_id: int, name: str) -> Path:
+    """A checkpoint's file, by the name the listing gives (never a path)."""
+    if not _is_checkpoint(name) or os.sep in name or "/" in name:
+        raise invalid("name", f"not a checkpoint name: {name[:80]!r}")
+    path = run_dir(settings, run_id) / name
+    if not path.is_file():
+        raise not_found("checkpoint", name)
+    return path
+
+
+def _is_checkpoint(name: str) -> bool:
+    return name.endswith(CHECKPOINT_SUFFIX) and not name.startswith(".")
+
+
+def _info(path: Path) -> dict[str, object]:
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
