@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +34,23 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
+NO_TOKEN_REFUSAL = """\
+trainlens: refusing to serve on {host} without a token: anyone who can reach this port
+could launch, stop and delete runs. Make a token and set it:
+    export TRAINLENS_TOKEN="$(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+Scripts send it as `Authorization: Bearer <token>`; the dashboard asks for it once.
+(Or serve on 127.0.0.1, or pass --insecure-no-auth if another layer guards the port.)"""
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -40,6 +59,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from app.migrations import SchemaOutOfDate, check_schema
 
     settings = _settings(args)
+    if settings.token is None and not is_loopback(settings.host):
+        if not args.insecure_no_auth:
+            print(NO_TOKEN_REFUSAL.format(host=settings.host), file=sys.stderr)
+            return 2
+        print(
+            f"trainlens: WARNING: serving {settings.host} WITHOUT A TOKEN "
+            "(--insecure-no-auth): anyone who can reach this port can launch, stop "
+            "and delete runs.",
+            file=sys.stderr,
+        )
     engine = make_engine(settings.resolved_database_url)
     try:
         check_schema(engine, settings.resolved_database_url, settings.auto_migrate)
@@ -106,10 +135,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import OperationalError
+
     from app.migrations import upgrade_to_head
 
     settings = _settings(args)
-    revision = upgrade_to_head(settings.resolved_database_url)
+    deadline = time.monotonic() + args.wait
+    while True:
+        try:
+            revision = upgrade_to_head(settings.resolved_database_url)
+            break
+        except OperationalError as error:
+            if time.monotonic() >= deadline:
+                print(f"trainlens: cannot reach the database: {error}", file=sys.stderr)
+                return 1
+            time.sleep(1)
     print(f"trainlens: database at schema revision {revision}")
     return 0
 
@@ -139,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="apply migrations first (TRAINLENS_AUTO_MIGRATE)",
     )
+    serve.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="allow a non-loopback --host without TRAINLENS_TOKEN (not recommended)",
+    )
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(handler=cmd_serve)
 
@@ -151,6 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="bring the database schema up to date")
     _add_storage_args(migrate)
+    migrate.add_argument(
+        "--wait",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="keep retrying while the database cannot be reached (it may still be starting)",
+    )
     migrate.set_defaults(handler=cmd_migrate)
 
     commands.add_parser("train", help="train a model on its own (see `trainlens train -h`)")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.rules.registry import RuleSettings
 
@@ -20,7 +21,21 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = 8000
-    token: str | None = Field(default=None, description="when set, /api requires this bearer token")
+    token: str | None = Field(
+        default=None,
+        description="when set, /api requires this bearer token (or a session cookie from "
+        "POST /api/session); empty means no token",
+    )
+    session_hours: float = Field(default=12.0, gt=0, description="lifetime of a login session")
+    # Comma-separated in the environment. The loopback names and `host` are always served
+    # (a rebinding page cannot make a browser send them), so health checks keep working.
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="more Host header values to serve (a leading '.' allows subdomains, '*' any)",
+    )
+    max_body_mb: float = Field(
+        default=32, gt=0, description="largest request body (dataset uploads: dataset_max_mb)"
+    )
     auto_migrate: bool = Field(default=False, description="apply migrations at start-up")
     embedded_worker: bool = Field(default=True, description="`serve` also runs one local worker")
 
@@ -68,9 +83,52 @@ class Settings(BaseSettings):
     rules_webhook_url: str | None = Field(
         default=None, description="every new finding is POSTed here (a run may set its own)"
     )
+    # Comma-separated in the environment.
+    webhook_allowlist: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="URL prefixes webhooks may be sent to (rules_webhook_url is always allowed)",
+    )
+    webhook_allow_private: bool = Field(
+        default=False, description="let webhooks reach private, loopback and link-local addresses"
+    )
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     rules: RuleSettings = Field(  # type: ignore[valid-type]
         default_factory=RuleSettings, description="thresholds of every rule, by rule code"
     )
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, value: Any) -> Any:
+        # Compose and shells pass unset variables as "": that must mean "no token", not
+        # a token nobody can type.
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("allowed_hosts", "webhook_allowlist", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def effective_allowed_hosts(self) -> list[str]:
+        hosts = ["localhost", "127.0.0.1", "[::1]"]
+        configured = self.host.lower()
+        if configured not in ("0.0.0.0", "::", ""):
+            hosts.append(f"[{configured}]" if ":" in configured else configured)
+        hosts += [host.lower().rstrip(".") for host in self.allowed_hosts]
+        return list(dict.fromkeys(hosts))
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 1024 * 1024)
+
+    @property
+    def dataset_body_bytes(self) -> int:
+        # JSON escaping can double a corpus (newlines become two bytes), plus slack.
+        return 2 * self.dataset_max_mb * 1024 * 1024 + 1024 * 1024
 
     @property
     def resolved_database_url(self) -> str:

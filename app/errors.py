@@ -8,9 +8,15 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 
 from app.jsonutil import sanitize
+
+# Bad input is quoted in error messages at most this long: a client learns which value
+# was wrong without a 5 MB key coming back three times.
+QUOTE_LIMIT = 80
 
 
 class AppError(Exception):
@@ -20,8 +26,43 @@ class AppError(Exception):
         self.detail = detail
 
 
+class Problem(BaseModel):
+    """Every error but a 422: what was wrong."""
+
+    detail: str
+
+
+class FieldProblem(BaseModel):
+    loc: list[str | int]
+    field: str
+    msg: str
+    type: str
+
+
+class ValidationProblem(BaseModel):
+    """A 422: one entry per field that was wrong."""
+
+    detail: list[FieldProblem]
+
+
+def truncate(text: str, limit: int = QUOTE_LIMIT) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
+
+
+def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """repr() of a bad input, cut to `limit` characters."""
+    return truncate(repr(value), limit)
+
+
+def too_large_detail(limit: int) -> str:
+    return (
+        f"request body too large: the limit is {limit / (1024 * 1024):g} MB "
+        "(TRAINLENS_MAX_BODY_MB; dataset uploads: TRAINLENS_DATASET_MAX_MB)"
+    )
+
+
 def not_found(what: str, ident: object) -> AppError:
-    return AppError(404, f"{what} {ident} not found")
+    return AppError(404, f"{what} {truncate(str(ident))} not found")
 
 
 def conflict(message: str) -> AppError:
@@ -35,10 +76,13 @@ def invalid(field: str, message: str) -> AppError:
 
 def invalid_fields(problems: list[tuple[str, str]]) -> AppError:
     """A 422 naming every (field, reason) at once."""
-    return AppError(
-        422,
-        [{"loc": field.split("."), "field": field, "msg": message} for field, message in problems],
-    )
+    detail = []
+    for field, message in problems:
+        loc = [truncate(part) for part in field.split(".")]
+        detail.append(
+            {"loc": loc, "field": ".".join(loc), "msg": message, "type": "value_error"}
+        )
+    return AppError(422, detail)
 
 
 def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -47,6 +91,8 @@ def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
     for part in loc:
         if part in ("body", "query", "path", "header") and not path:
             continue
+        if isinstance(part, str):
+            part = truncate(part)
         if isinstance(part, int):
             path += f"[{part}]"
         else:
@@ -65,10 +111,10 @@ def validation_detail(errors: list[Any], prefix: tuple[Any, ...] = ()) -> list[d
         path = field_path(loc)
         detail.append(
             {
-                "loc": list(loc),
+                "loc": [truncate(part) if isinstance(part, str) else part for part in loc],
                 "field": path,
                 "msg": f"{path}: {message}" if path else message,
-                "type": error.get("type", "value_error"),
+                "type": str(error.get("type", "value_error")),
             }
         )
     return detail
@@ -82,6 +128,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(_request: Request, error: AppError) -> JSONResponse:
         return JSONResponse({"detail": sanitize(error.detail)}, status_code=error.status_code)
+
+    @app.exception_handler(413)
+    async def _too_large(request: Request, _error: StarletteHTTPException) -> JSONResponse:
+        # Raised by the body limit as the body streams in (no Content-Length to go by).
+        limit = int(request.scope.get(MAX_BODY_SIZE_SCOPE_KEY, 0))
+        return JSONResponse({"detail": too_large_detail(limit)}, status_code=413)
 
     @app.exception_handler(RequestValidationError)
     async def _request_validation(_request: Request, error: RequestValidationError) -> JSONResponse:

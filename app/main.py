@@ -9,11 +9,15 @@ from pathlib import Path
 import anyio
 import plotly
 from fastapi import FastAPI
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.routing import Match, Mount
+from starlette.types import Scope
 
+from app.auth.router import router as auth_router
 from app.config import Settings, get_settings
 from app.datasets.router import router as datasets_router
 from app.db import Database
@@ -23,8 +27,9 @@ from app.findings.router import router as findings_router
 from app.metrics.cache import SeriesCache
 from app.metrics.router import router as metrics_router
 from app.metrics.store import MetricStore
-from app.middleware import ServerTiming, TokenAuth
+from app.middleware import ApiGuard, BodyLimit, HostCheck, ServerTiming
 from app.migrations import check_schema, current_revision
+from app.openapi import document_errors
 from app.rules.engine import RuleEngine
 from app.runs.router import router as runs_router
 from app.runs.watchdog import Watchdog
@@ -34,6 +39,16 @@ from app.stream.router import router as stream_router
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
 VERSION = "0.1.0"
+
+
+class StaticMount(Mount):
+    """The dashboard's files at /, leaving every /api path to the API: a method an
+    endpoint does not allow is answered 405 by the API, not by the file server."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] == "http" and scope["path"].startswith("/api"):
+            return Match.NONE, {}
+        return super().matches(scope)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -74,7 +89,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.watchdog = Watchdog(db, settings)
     app.state.rules = RuleEngine(db, store, app.state.cache, settings)
     install_error_handlers(app)
+    document_errors(app)
     for router in (
+        auth_router,
         runs_router,
         metrics_router,
         findings_router,
@@ -84,16 +101,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.include_router(router, prefix="/api")
 
-    @app.get("/healthz", tags=["health"])
-    def healthz() -> dict[str, str]:
-        """Liveness, and the database schema revision."""
-        with db.session() as session:
-            session.execute(text("SELECT 1"))
+    @app.get("/healthz", tags=["health"], response_model=None)
+    def healthz() -> dict[str, str] | JSONResponse:
+        """The API can serve: the database answers a query; and its schema revision."""
+        try:
+            with db.session() as session:
+                session.execute(text("SELECT 1"))
+            revision = current_revision(db.engine) or "none"
+        except SQLAlchemyError as error:
+            detail = f"database unreachable: {type(error).__name__}"
+            return JSONResponse({"detail": detail}, status_code=503)
         return {
             "status": "ok",
             "version": VERSION,
             "database": db.engine.dialect.name,
-            "schema_revision": current_revision(db.engine) or "none",
+            "schema_revision": revision,
         }
 
     @app.get("/api/{path:path}", include_in_schema=False)
@@ -108,8 +130,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return FileResponse(PLOTLY_JS, media_type="text/javascript")
 
     if STATIC_DIR.is_dir():
-        app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static")
+        static = StaticFiles(directory=STATIC_DIR, html=True)
+        app.router.routes.append(StaticMount("/", app=static, name="static"))
 
-    app.add_middleware(TokenAuth, token=settings.token)
+    # Outermost last: Server-Timing, then Host, then who may call, then the body limit.
+    app.add_middleware(
+        BodyLimit,
+        limit=settings.max_body_bytes,
+        limits_by_path={"/api/datasets": settings.dataset_body_bytes},
+    )
+    app.add_middleware(ApiGuard, token=settings.token)
+    app.add_middleware(HostCheck, allowed_hosts=settings.effective_allowed_hosts)
     app.add_middleware(ServerTiming)
     return app

@@ -88,7 +88,8 @@ def query_times(url: str, data_dir: Path, warm_repeats: int = 30) -> tuple[float
     settings = Settings(
         data_dir=data_dir, database_url=url, embedded_worker=False, rules_enabled=False
     )
-    with TestClient(create_app(settings)) as client:
+    # A loopback Host: the app refuses TestClient's default "testserver" (Host allowlist).
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
         cold = server_ms(client)
         warm = [server_ms(client) for _ in range(warm_repeats)]
         zoom = [server_ms(client, start=400_000, end=600_000) for _ in range(warm_repeats)]

@@ -21,6 +21,10 @@ from app.config import Settings
 from app.migrations import upgrade_to_head
 
 ROOT = Path(__file__).resolve().parent.parent
+# Starlette's TestClient sends `Host: testserver`; allow it beside the loopback names, as
+# Django's test runner adds 'testserver' to ALLOWED_HOSTS. Tests of the Host allowlist
+# pass allowed_hosts explicitly.
+os.environ.setdefault("TRAINLENS_ALLOWED_HOSTS", "testserver")
 POSTGRES_URL = os.environ.get("TRAINLENS_TEST_POSTGRES_URL")
 REQUIRE_POSTGRES = os.environ.get("TRAINLENS_REQUIRE_POSTGRES") == "1"
 

@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
 
 from app.datasets import service
 from app.datasets.schemas import DatasetCreate, DatasetOut
-from app.deps import ReadSession, SettingsDep, WriteSession
+from app.deps import ReadSession, SettingsDep, WriteSession, body_off_loop, openapi_body
 
 router = APIRouter(tags=["datasets"])
 
 
-@router.post("/datasets", status_code=201, response_model=DatasetOut)
-def create_dataset(body: DatasetCreate, session: WriteSession, settings: SettingsDep) -> DatasetOut:
-    """Upload a text corpus; launch runs on it with `config.dataset` set to its name."""
+@router.post(
+    "/datasets",
+    status_code=201,
+    response_model=DatasetOut,
+    openapi_extra=openapi_body(DatasetCreate),
+)
+def create_dataset(
+    body: Annotated[DatasetCreate, Depends(body_off_loop(DatasetCreate))],
+    session: WriteSession,
+    settings: SettingsDep,
+) -> DatasetOut:
+    """Upload a text corpus; launch runs on it with `config.dataset` set to its name.
+    Corpora can be hundreds of MB: the body is parsed off the event loop."""
     return service.create_dataset(session, settings, body)
 
 

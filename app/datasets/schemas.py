@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.strict import StorableText
+
 
 class DatasetCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -14,7 +16,7 @@ class DatasetCreate(BaseModel):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
         description="letters, digits, '.', '_' and '-'",
     )
-    text: str = Field(min_length=1, description="the corpus, UTF-8 text")
+    text: StorableText = Field(min_length=1, description="the corpus, UTF-8 text")
 
 
 class DatasetOut(BaseModel):

@@ -10,6 +10,7 @@ from app.deps import ReadSession, WriteSession, get_store
 from app.findings import service
 from app.findings.schemas import DiagnosisOut, FindingOut
 from app.metrics.store import MetricStore
+from app.strict import FindingId, RunId
 
 router = APIRouter(tags=["findings"])
 
@@ -19,7 +20,7 @@ Severity = Literal["info", "warning", "critical"]
 
 @router.get("/runs/{run_id}/findings", response_model=list[FindingOut])
 def list_findings(
-    run_id: int,
+    run_id: RunId,
     session: ReadSession,
     state: Annotated[list[State] | None, Query()] = None,
     severity: Annotated[list[Severity] | None, Query()] = None,
@@ -30,7 +31,7 @@ def list_findings(
 
 @router.get("/runs/{run_id}/diagnosis", response_model=DiagnosisOut)
 def run_diagnosis(
-    run_id: int, session: ReadSession, store: Annotated[MetricStore, Depends(get_store)]
+    run_id: RunId, session: ReadSession, store: Annotated[MetricStore, Depends(get_store)]
 ) -> DiagnosisOut:
     """The run's findings grouped by the cause they share, root cause first: each
     diagnosis has a summary with the run's own numbers, a fix, and its symptoms. Also
@@ -39,6 +40,6 @@ def run_diagnosis(
 
 
 @router.post("/findings/{finding_id}/ack", response_model=FindingOut)
-def acknowledge_finding(finding_id: int, session: WriteSession) -> FindingOut:
+def acknowledge_finding(finding_id: FindingId, session: WriteSession) -> FindingOut:
     """Mark a finding as seen; it stays listed, in state `acknowledged`."""
     return service.acknowledge(session, finding_id)

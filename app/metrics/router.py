@@ -15,13 +15,14 @@ from app.metrics import service
 from app.metrics.downsample import Method
 from app.metrics.schemas import IngestRequest, IngestResponse, SeriesResponse
 from app.models import Run
+from app.strict import RunId, StepBound
 
 router = APIRouter(tags=["metrics"])
 
 
 @router.post("/runs/{run_id}/metrics", response_model=IngestResponse)
 def ingest_metrics(
-    run_id: int, body: IngestRequest, store: StoreDep, settings: SettingsDep
+    run_id: RunId, body: IngestRequest, store: StoreDep, settings: SettingsDep
 ) -> IngestResponse:
     """Write rows of metrics; a (key, step) written again replaces the earlier value.
 
@@ -45,14 +46,14 @@ def _split_keys(keys: str | None) -> list[str] | None:
     "/runs/{run_id}/metrics", response_model=None, responses={200: {"model": SeriesResponse}}
 )
 def query_metrics(
-    run_id: int,
+    run_id: RunId,
     session: ReadSession,
     store: StoreDep,
     cache: CacheDep,
     settings: SettingsDep,
     keys: Annotated[str | None, Query(description="comma-separated metric names")] = None,
-    start: Annotated[int | None, Query(ge=0, description="first step, inclusive")] = None,
-    end: Annotated[int | None, Query(ge=0, description="last step, inclusive")] = None,
+    start: Annotated[StepBound | None, Query(description="first step, inclusive")] = None,
+    end: Annotated[StepBound | None, Query(description="last step, inclusive")] = None,
     max_points: Annotated[int | None, Query(ge=8)] = None,
     method: Method = Method.m4,
 ) -> Response:
@@ -73,7 +74,7 @@ def query_metrics(
 
 @router.get("/runs/{run_id}/metrics.csv", response_class=StreamingResponse)
 def export_metrics_csv(
-    run_id: int,
+    run_id: RunId,
     session: ReadSession,
     db: DatabaseDep,
     store: StoreDep,

@@ -10,7 +10,11 @@ from app.jsonutil import decode_float
 
 # A metric value: a JSON number, or "NaN" / "Infinity" / "-Infinity".
 MetricValue = Annotated[float, BeforeValidator(decode_float)]
-MetricName = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\s,]+$")]
+# No whitespace, comma (the query's key separator) or control character (PostgreSQL
+# cannot store NUL; the others break CSV and logs).
+MetricName = Annotated[
+    str, Field(min_length=1, max_length=255, pattern=r"^[^\s,\x00-\x1f\x7f]+$")
+]
 
 
 class IngestRow(BaseModel):

@@ -20,6 +20,7 @@ from app.metrics.schemas import IngestRow
 from app.metrics.store import MetricRow, MetricStore, Series, WriteResult, metric_names
 from app.models import Run, RunSource, RunStatus
 from app.models.base import now
+from app.spreadsheet import formula_safe
 
 
 def ingest(
@@ -132,7 +133,7 @@ def export_csv(
                 buffer.truncate()
                 writer.writerows(
                     zip(
-                        [names[key_id]] * len(chunk),
+                        [formula_safe(names[key_id])] * len(chunk),
                         series.steps.tolist(),
                         _encode_values(series.values),
                         series.times.tolist(),

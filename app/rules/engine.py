@@ -34,6 +34,7 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app import webhooks
 from app.config import Settings
 from app.db import Database
 from app.events import EventKind, publish
@@ -168,7 +169,7 @@ class RuleEngine:
             payloads = [finding_payload(finding) for finding in opened]
             webhook = _webhook_url(run, self.settings)
         if webhook and payloads:
-            _post_async(webhook, {"run_id": run_id, "run_name": run.name}, payloads)
+            _post_async(webhook, {"run_id": run_id, "run_name": run.name}, payloads, self.settings)
         return opened
 
     def _judge(
@@ -371,15 +372,18 @@ def _webhook_url(run: Run, settings: Settings) -> str | None:
     return url or settings.rules_webhook_url
 
 
-def _post_async(url: str, run: dict[str, Any], findings: list[dict[str, Any]]) -> None:
+def _post_async(
+    url: str, run: dict[str, Any], findings: list[dict[str, Any]], settings: Settings
+) -> None:
     """POST each new finding to the webhook off the engine's thread: a slow or broken
-    receiver must not delay diagnostics."""
+    receiver must not delay diagnostics. app.webhooks refuses destinations outside the
+    allowlist or on private addresses (checked again at every send)."""
 
     def send() -> None:
         for finding in findings:
             try:
-                httpx.post(url, json={**run, "finding": finding}, timeout=5.0)
-            except httpx.HTTPError as exc:
-                log.warning("webhook %s failed: %s", url, exc)
+                webhooks.send(url, {**run, "finding": finding}, settings)
+            except (httpx.HTTPError, webhooks.WebhookRefused) as exc:
+                log.warning("webhook not sent: %s", exc)
 
     threading.Thread(target=send, name="finding-webhook", daemon=True).start()

@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse
 from sqlalchemy import select
 
 from app.deps import CacheDep, ReadSession, SettingsDep, StoreDep, WriteSession
-from app.errors import invalid
+from app.errors import invalid, quote
 from app.metrics import store as metric_store
 from app.models import RunSource, RunStatus, Sample
 from app.runs import files, service
@@ -27,6 +27,7 @@ from app.runs.schemas import (
     SampleIn,
     SampleOut,
 )
+from app.strict import INT64_MAX, Offset, PlainName, RunId
 from trainer.config import TrainConfig
 from trainer.presets import list_presets, preset_config
 
@@ -52,7 +53,8 @@ def _parse_statuses(status: str | None) -> list[RunStatus] | None:
             parsed.append(RunStatus(name.strip()))
         except ValueError:
             allowed = ", ".join(s.value for s in RunStatus)
-            raise invalid("status", f"unknown status {name.strip()!r}; one of {allowed}") from None
+            message = f"unknown status {quote(name.strip())}; one of {allowed}"
+            raise invalid("status", message) from None
     return parsed
 
 
@@ -62,7 +64,7 @@ def list_runs(
     settings: SettingsDep,
     status: Annotated[str | None, Query(description="comma-separated statuses")] = None,
     source: RunSource | None = None,
-    q: Annotated[str | None, Query(max_length=200, description="name contains")] = None,
+    q: Annotated[PlainName | None, Query(max_length=200, description="name contains")] = None,
     filter: Annotated[  # noqa: A002 - the query parameter's name
         list[str] | None,
         Query(
@@ -81,7 +83,7 @@ def list_runs(
         Query(max_length=4000, description="comma-separated metric keys whose latest value to add"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> RunList:
     """Runs, newest first (or by `sort`), filtered by status, name and any condition."""
     spec = RunListSpec(
@@ -104,14 +106,16 @@ def run_columns(session: ReadSession) -> RunColumns:
 
 
 @router.get("/runs/{run_id}", response_model=RunDetail)
-def get_run(run_id: int, session: ReadSession, store: StoreDep, settings: SettingsDep) -> RunDetail:
+def get_run(
+    run_id: RunId, session: ReadSession, store: StoreDep, settings: SettingsDep
+) -> RunDetail:
     """Status, config, last step, the latest value of every key, finding counts."""
     return service.run_detail(session, settings, store, service.get_run(session, run_id))
 
 
 @router.patch("/runs/{run_id}", response_model=RunDetail)
 def update_run(
-    run_id: int, body: RunUpdate, session: WriteSession, store: StoreDep, settings: SettingsDep
+    run_id: RunId, body: RunUpdate, session: WriteSession, store: StoreDep, settings: SettingsDep
 ) -> RunDetail:
     """Rename a run, replace its tags, or write its notes."""
     run = service.update_run(session, service.get_run(session, run_id), body)
@@ -120,10 +124,12 @@ def update_run(
 
 @router.get("/runs/{run_id}/log", response_model=LogChunk)
 def run_log(
-    run_id: int,
+    run_id: RunId,
     session: ReadSession,
     settings: SettingsDep,
-    offset: Annotated[int | None, Query(ge=0, description="continue from here")] = None,
+    offset: Annotated[
+        int | None, Query(ge=0, le=INT64_MAX, description="continue from here")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1024 * 1024)] = files.LOG_TAIL_BYTES,
 ) -> LogChunk:
     """The run's output log (the trainer's stdout and stderr): its tail, or what follows
@@ -134,7 +140,7 @@ def run_log(
 
 @router.get("/runs/{run_id}/checkpoints", response_model=list[CheckpointOut])
 def list_checkpoints(
-    run_id: int, session: ReadSession, settings: SettingsDep
+    run_id: RunId, session: ReadSession, settings: SettingsDep
 ) -> list[CheckpointOut]:
     """The run's checkpoints (latest, best by val loss) with step, size and val loss."""
     service.get_run(session, run_id)
@@ -143,7 +149,7 @@ def list_checkpoints(
 
 @router.get("/runs/{run_id}/checkpoints/{name}", response_class=FileResponse)
 def download_checkpoint(
-    run_id: int, name: str, session: ReadSession, settings: SettingsDep
+    run_id: RunId, name: str, session: ReadSession, settings: SettingsDep
 ) -> FileResponse:
     """Download one checkpoint (a torch file: `torch.load(path, weights_only=True)`)."""
     service.get_run(session, run_id)
@@ -155,7 +161,7 @@ def download_checkpoint(
 
 @router.post("/runs/{run_id}/stop", response_model=RunDetail)
 def stop_run(
-    run_id: int, session: WriteSession, store: StoreDep, settings: SettingsDep
+    run_id: RunId, session: WriteSession, store: StoreDep, settings: SettingsDep
 ) -> RunDetail:
     """A queued run stops at once; a running one finishes its step, checkpoints and stops."""
     run = service.stop_run(session, service.get_run(session, run_id))
@@ -164,7 +170,7 @@ def stop_run(
 
 @router.post("/runs/{run_id}/resume", response_model=RunDetail)
 def resume_run(
-    run_id: int, session: WriteSession, store: StoreDep, settings: SettingsDep
+    run_id: RunId, session: WriteSession, store: StoreDep, settings: SettingsDep
 ) -> RunDetail:
     """Queue a stopped, interrupted or failed run to continue from its latest checkpoint."""
     run = service.resume_run(session, settings, service.get_run(session, run_id))
@@ -173,7 +179,7 @@ def resume_run(
 
 @router.post("/runs/{run_id}/finish", response_model=RunDetail)
 def finish_run(
-    run_id: int,
+    run_id: RunId,
     session: WriteSession,
     store: StoreDep,
     settings: SettingsDep,
@@ -188,7 +194,7 @@ def finish_run(
 
 
 @router.post("/runs/{run_id}/heartbeat", status_code=204)
-def heartbeat(run_id: int, session: WriteSession) -> Response:
+def heartbeat(run_id: RunId, session: WriteSession) -> Response:
     """A running run's process is alive (for scripts that log rarely)."""
     service.heartbeat(session, service.get_run(session, run_id))
     return Response(status_code=204)
@@ -196,7 +202,7 @@ def heartbeat(run_id: int, session: WriteSession) -> Response:
 
 @router.delete("/runs/{run_id}", status_code=204)
 def delete_run(
-    run_id: int, session: WriteSession, settings: SettingsDep, cache: CacheDep
+    run_id: RunId, session: WriteSession, settings: SettingsDep, cache: CacheDep
 ) -> Response:
     """Delete the run with its metrics, findings, samples and checkpoints."""
     service.delete_run(session, settings, cache, service.get_run(session, run_id))
@@ -205,7 +211,7 @@ def delete_run(
 
 @router.get("/runs/{run_id}/samples", response_model=list[SampleOut])
 def list_samples(
-    run_id: int, session: ReadSession, limit: Annotated[int, Query(ge=1, le=1000)] = 20
+    run_id: RunId, session: ReadSession, limit: Annotated[int, Query(ge=1, le=1000)] = 20
 ) -> list[SampleOut]:
     """The latest text samples, newest first."""
     service.get_run(session, run_id)
@@ -219,7 +225,7 @@ def list_samples(
 
 
 @router.post("/runs/{run_id}/samples", status_code=201, response_model=SampleOut)
-def post_sample(run_id: int, body: SampleIn, session: WriteSession) -> SampleOut:
+def post_sample(run_id: RunId, body: SampleIn, session: WriteSession) -> SampleOut:
     service.get_run(session, run_id)
     sample = metric_store.add_sample(session, run_id, body.step, body.text)
     return SampleOut(step=sample.step, text=sample.text, created_at=sample.created_at)

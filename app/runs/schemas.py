@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.models import RunStatus
+from app.strict import PlainName, StorableText
 
 
 class RunCreate(BaseModel):
@@ -17,7 +18,7 @@ class RunCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, max_length=200)
+    name: PlainName | None = Field(default=None, max_length=200)
     source: Literal["launched", "external"] = "launched"
     preset: str | None = Field(default=None, max_length=64)
     config: dict[str, Any] = Field(default_factory=dict)
@@ -29,7 +30,7 @@ class RunFinish(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     status: Literal["completed", "failed", "stopped"] = "completed"
-    error: str | None = Field(default=None, max_length=20_000)
+    error: StorableText | None = Field(default=None, max_length=20_000)
 
 
 # A tag: no commas (the table's filter lists them), no leading blank.
@@ -128,8 +129,9 @@ class RunList(BaseModel):
 class SampleIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    step: int = Field(ge=0)
-    text: str = Field(max_length=100_000)
+    # Steps are exact in float64 up to 2**53, as for metric rows.
+    step: int = Field(ge=0, le=2**53)
+    text: StorableText = Field(max_length=100_000)
 
 
 class SampleOut(BaseModel):

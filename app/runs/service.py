@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app import webhooks
 from app.config import Settings
 from app.errors import conflict, from_validation_error, invalid, invalid_fields, not_found
 from app.estimate.service import refuse_if_too_big
@@ -53,6 +54,7 @@ from app.runs.schemas import (
     RunUpdate,
 )
 from app.stream.hub import SUMMARY_KEYS
+from app.strict import document_problems
 from trainer.config import TrainConfig
 from trainer.corpus import BUILTIN_DATASET
 from trainer.presets import PRESETS, preset_config
@@ -97,8 +99,26 @@ def check_rule_overrides(config: dict[str, Any]) -> None:
         raise invalid_fields(errors)
 
 
+def check_webhook(config: dict[str, Any], settings: Settings) -> None:
+    """A run may name a webhook only within the operator's allowlist (app.webhooks)."""
+    actions = config.get("actions")
+    url = actions.get("webhook_url") if isinstance(actions, dict) else None
+    if url is None:
+        return
+    if not isinstance(url, str):
+        raise invalid("config.actions.webhook_url", "must be a URL")
+    try:
+        webhooks.check_destination(url, settings)
+    except webhooks.WebhookRefused as error:
+        raise invalid("config.actions.webhook_url", str(error)) from None
+
+
 def create_run(session: Session, settings: Settings, body: RunCreate) -> Run:
+    problems = document_problems(body.config, "config")
+    if problems:
+        raise invalid_fields(problems)
     check_rule_overrides(body.config)
+    check_webhook(body.config, settings)
     if body.source == RunSource.external:
         if body.preset is not None:
             raise invalid("preset", "presets apply to launched runs only")

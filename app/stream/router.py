@@ -17,6 +17,7 @@ from app.errors import invalid, not_found
 from app.events import latest_event_id, oldest_event_id
 from app.models import Event, Run
 from app.stream.hub import EventHub, StreamEvent, Subscription, condense
+from app.strict import EVENT_ID_MAX, RunId
 
 router = APIRouter(tags=["stream"])
 
@@ -32,12 +33,12 @@ def _resume_from(last_event_id: Annotated[str | None, Header()] = None) -> int |
         parsed = int(last_event_id)
     except ValueError:
         raise invalid("Last-Event-ID", "must be an event id (an integer)") from None
-    if parsed < 0:
-        raise invalid("Last-Event-ID", "must not be negative")
+    if not 0 <= parsed <= EVENT_ID_MAX:
+        raise invalid("Last-Event-ID", f"must be an event id between 0 and {EVENT_ID_MAX}")
     return parsed
 
 
-def _existing_run(run_id: int, session: ReadSession) -> int:
+def _existing_run(run_id: RunId, session: ReadSession) -> int:
     # Checked in a dependency: once the stream has started, a 404 can no longer be sent.
     if session.get(Run, run_id) is None:
         raise not_found("run", run_id)

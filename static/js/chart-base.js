@@ -159,7 +159,7 @@ export class ChartBase {
     const byRun = this.keysByRun();
     const links = [...byRun].map(([runId, keys]) => el("a", {
       className: "button small",
-      href: apiUrl(`/runs/${runId}/metrics.csv`, { keys: keys.join(",") }, { withToken: true }),
+      href: apiUrl(`/runs/${runId}/metrics.csv`, { keys: keys.join(",") }),
       download: `run-${runId}-${this.id}.csv`,
       title: "Every point at full resolution",
     }, byRun.size > 1 ? `CSV ${this.runs.get(runId)?.name ?? runId}` : "CSV"));

@@ -159,7 +159,7 @@ export async function loadCheckpoints(host, runId) {
     el("td", { className: "num" }, formatCount(checkpoint.step)),
     el("td", { className: "num" }, formatNumber(checkpoint.val_loss)),
     el("td", { className: "num" }, formatBytes(checkpoint.size_bytes)),
-    el("td", {}, el("a", { className: "button small", href: apiUrl(checkpoint.url.replace(/^\/api/, ""), {}, { withToken: true }),
+    el("td", {}, el("a", { className: "button small", href: apiUrl(checkpoint.url.replace(/^\/api/, "")),
       download: `run-${runId}-${checkpoint.name}` }, "Download"))));
   host.replaceChildren(rows.length
     ? el("table", { className: "runs checkpoints" },

@@ -43,7 +43,7 @@ export class LiveStream {
     clearTimeout(this.retryTimer);
     this.opens += 1;
     const isReopen = this.opens > 1;
-    const source = new EventSource(apiUrl(this.path, {}, { withToken: true }));
+    const source = new EventSource(apiUrl(this.path)); // the session cookie authenticates it
     this.source = source;
     this.setState("connecting");
     source.addEventListener("open", () => {
@@ -77,7 +77,7 @@ export class LiveStream {
     clearTimeout(this.retryTimer);
     this.retryTimer = setTimeout(async () => {
       try {
-        // A cheap request first: if the server wants a token this prompts for it,
+        // A cheap request first: if the server wants a login this prompts for it,
         // and if the server is still down we simply try again later.
         await api("/runs", { params: { limit: 1 } });
         this.open();

@@ -242,7 +242,9 @@ def token_server(tmp_path: Path) -> Iterator[LiveServer]:
     server.stop()
 
 
-def test_the_api_token_is_asked_for_and_kept(token_server: LiveServer, ui: UI) -> None:
+def test_the_login_form_trades_the_token_for_a_session_cookie(
+    token_server: LiveServer, ui: UI
+) -> None:
     headers = {"Authorization": "Bearer s3cret"}
     response = httpx.post(
         f"{token_server.url}/api/runs",
@@ -250,13 +252,16 @@ def test_the_api_token_is_asked_for_and_kept(token_server: LiveServer, ui: UI) -
         json={"name": "guarded", "source": "external"},
     )
     run_id = response.json()["id"]
-    ui.allow(r"status of 401")  # the first, token-less requests
+    ui.allow(r"status of 401")  # the first, session-less requests
     page = ui.page
     page.goto(token_server.url + "/")
+    page.get_by_label("Token (TRAINLENS_TOKEN of the server)").fill("wrong")
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_text("That token was refused.").wait_for()
     page.get_by_label("Token (TRAINLENS_TOKEN of the server)").fill("s3cret")
-    page.get_by_role("button", name="Use token").click()
+    page.get_by_role("button", name="Log in").click()
     _row(ui, run_id).wait_for()
-    # The stream authenticates with ?token= and delivers live progress.
+    # The stream authenticates with the cookie and delivers live progress.
     page.locator("#live-indicator[data-state='live']").wait_for()
     httpx.post(
         f"{token_server.url}/api/runs/{run_id}/metrics",
@@ -266,7 +271,18 @@ def test_the_api_token_is_asked_for_and_kept(token_server: LiveServer, ui: UI) -
     page.wait_for_function(
         f"document.querySelector(\"tr[data-run-id='{run_id}'] .step\")?.textContent === '4'"
     )
-    assert page.evaluate("localStorage.getItem('trainlens.token')") == "s3cret"
+    # The token is nowhere the page's scripts (or a URL) can reach it.
+    (cookie,) = page.context.cookies()
+    assert cookie["name"] == "trainlens_session" and "s3cret" not in cookie["value"]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert page.evaluate("document.cookie") == ""
+    assert page.evaluate("localStorage.getItem('trainlens.token')") is None
+    assert "s3cret" not in token_server.log_path.read_text()
+    # The CSV link downloads with the session.
+    page.goto(f"{token_server.url}/run.html?id={run_id}")
+    with page.expect_download() as download:
+        page.get_by_role("link", name="CSV (long)").click()
+    assert "train/loss" in Path(download.value.path()).read_text()
 
 
 def test_run_page_lists_other_metrics_of_external_runs(ui: UI, shared_server: LiveServer) -> None:

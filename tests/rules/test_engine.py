@@ -234,6 +234,11 @@ def test_new_findings_are_posted_to_the_run_webhook(app_client: TestClient) -> N
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{receiver.server_port}/hook"
+        # Webhooks go only where the operator allows (app.webhooks); a loopback receiver
+        # needs both the allowlist and the private-address switch.
+        settings = app_client.app.state.settings  # type: ignore[attr-defined]
+        settings.webhook_allowlist = [f"http://127.0.0.1:{receiver.server_port}/"]
+        settings.webhook_allow_private = True
         run_id = create_external_run(app_client, actions={"webhook_url": url})
         ingest(app_client, run_id, rows(0, 5, loss="Infinity"))
         engine_of(app_client).poll()

@@ -1,13 +1,24 @@
-"""docker-compose.yml and the Dockerfile say what a GPU box needs (no Docker engine
-runs here, so the files are checked as data)."""
+"""docker-compose.yml and the Dockerfile say what a GPU box needs. No Docker engine
+runs here: the files are checked as data, and the compose file by a real compose
+implementation (Debian's `docker-compose config`; CI installs it)."""
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import subprocess
+import tomllib
 from typing import Any
 
+import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.version import Version
 
 from tests.conftest import ROOT
+
+REQUIRE_COMPOSE = os.environ.get("TRAINLENS_REQUIRE_COMPOSE") == "1"
 
 
 def _compose() -> dict[str, Any]:
@@ -23,14 +34,16 @@ def test_api_and_worker_share_one_image_and_a_named_volume() -> None:
     for service in (api, worker):
         assert "trainlens-data:/data" in service["volumes"]
         assert service["environment"]["TRAINLENS_DATA_DIR"] == "/data"
-        assert "TRAINLENS_TOKEN" in service["environment"]
+        # Required: compose refuses to start without it (no silent empty token).
+        assert service["environment"]["TRAINLENS_TOKEN"].startswith("${TRAINLENS_TOKEN:?")
     assert "serve" in api["command"] and "--no-worker" in api["command"]
     assert worker["command"] == ["trainlens", "worker"]
 
 
 def test_migrations_run_once_before_the_services() -> None:
     services = _compose()["services"]
-    assert services["migrate"]["command"] == ["trainlens", "migrate"]
+    assert services["migrate"]["command"][:2] == ["trainlens", "migrate"]
+    assert "--wait" in services["migrate"]["command"]  # PostgreSQL may still be starting
     assert services["migrate"]["restart"] == "no"
     for name in ("api", "worker"):
         assert (
@@ -55,7 +68,6 @@ def test_worker_reserves_nvidia_gpus() -> None:
 def test_postgres_profile() -> None:
     services = _compose()["services"]
     assert services["postgres"]["profiles"] == ["postgres"]
-    assert services["migrate"]["depends_on"]["postgres"]["required"] is False
     compose_text = (ROOT / "docker-compose.yml").read_text()
     assert "postgresql+psycopg://" in compose_text and "COMPOSE_PROFILES=postgres" in compose_text
 
@@ -74,3 +86,79 @@ def test_readme_explains_the_gpu_deploy() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "## Deploy on a GPU box" in readme
     assert "docker compose up" in readme and "nvidia-container-toolkit" in readme
+    deploy = readme.split("## Deploy on a GPU box", 1)[1].split("\n## ", 1)[0]
+    for needed in (
+        "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'",
+        "TRAINLENS_ALLOWED_HOSTS",
+        "TRAINLENS_WEBHOOK_ALLOWLIST",
+    ):
+        assert needed in deploy, needed
+
+
+def _compose_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    executable = shutil.which("docker-compose")
+    if executable is None:
+        message = "docker-compose is not installed (apt-get install docker-compose)"
+        if REQUIRE_COMPOSE:
+            pytest.fail(f"{message}, but TRAINLENS_REQUIRE_COMPOSE=1")
+        pytest.skip(message)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TRAINLENS_")}
+    return subprocess.run(
+        [executable, "-f", str(ROOT / "docker-compose.yml"), "config"],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_compose_config_validates_and_requires_the_token() -> None:
+    result = _compose_config({"TRAINLENS_TOKEN": "t0ken"})
+    assert result.returncode == 0, result.stderr
+    rendered = yaml.safe_load(result.stdout)
+    for name in ("api", "worker", "migrate"):
+        assert rendered["services"][name]["environment"]["TRAINLENS_TOKEN"] == "t0ken"
+    worker_check = " ".join(rendered["services"]["worker"]["healthcheck"]["test"])
+    assert "$(find /tmp/trainlens-worker.alive" in worker_check
+    missing = _compose_config({})
+    assert missing.returncode != 0
+    assert "TRAINLENS_TOKEN" in missing.stderr and "secrets.token_urlsafe" in missing.stderr
+
+
+def _base_torch_version() -> Version:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    match = re.search(r"^ARG BASE_IMAGE=pytorch/pytorch:(\d+\.\d+\.\d+)-cuda", dockerfile, re.M)
+    assert match, "the base image must be a CUDA build of pytorch/pytorch:<version>"
+    return Version(match.group(1))
+
+
+def _torch_requirement() -> Requirement:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = [Requirement(line) for line in project["dependencies"]]
+    return next(req for req in requirements if req.name == "torch")
+
+
+def test_the_image_torch_satisfies_the_project_floor() -> None:
+    torch = _torch_requirement()
+    # The trainer calls torch.nn.utils.get_total_norm and clip_grads_with_norm_,
+    # which first shipped in torch 2.6.
+    assert "get_total_norm" in (ROOT / "trainer" / "train.py").read_text()
+    assert not torch.specifier.contains("2.5.1") and torch.specifier.contains("2.6.0")
+    assert torch.specifier.contains(_base_torch_version()), (torch, _base_torch_version())
+    assert torch.specifier.contains("2.13.0")  # the local CPU wheel
+
+
+def test_the_container_runs_as_a_non_root_user() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    users = re.findall(r"^USER\s+(\S+)", dockerfile, re.M)
+    assert users and users[-1] not in ("root", "0")
+    assert "useradd" in dockerfile and "chown trainlens:trainlens /data" in dockerfile
+    # The user is set before VOLUME, so a new named volume is owned by it.
+    assert dockerfile.index("USER ") < dockerfile.index("VOLUME /data")
+
+
+def test_the_image_health_check_asks_the_api() -> None:
+    # /healthz fails (503) when the database cannot answer: tests/api/test_strict_input.py
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "urlopen('http://127.0.0.1:8000/healthz'" in dockerfile.split("HEALTHCHECK", 1)[1]
