@@ -18,7 +18,7 @@ def test_an_mfu_of_306_percent_is_a_measurement_warning_and_not_low_mfu() -> Non
         "perf/peak_estimated": series([1.0]),
     }
     (episode,) = findings(MfuMeasurement, data, CONFIG)
-    assert episode.code == "mfu_measurement" and episode.severity == "warning"
+    assert episode.code == "mfu_measurement" and episode.severity == "info"
     assert episode.first_step == 0 and episode.evidence["peak_estimated"] is True
     assert "estimated (probed) CPU peak" in episode.detail
     assert findings(LowMfu, data, CONFIG) == []
