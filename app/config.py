@@ -80,6 +80,12 @@ class Settings(BaseSettings):
     rules_clock_seconds: float = Field(
         default=5.0, gt=0, description="how often clock-based rules (stalled) are judged"
     )
+    rules_settle_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="the latest step of a running run is judged once no row has arrived for "
+        "this long (earlier steps at once), so all the keys of a step are judged together",
+    )
     rules_webhook_url: str | None = Field(
         default=None, description="every new finding is POSTed here (a run may set its own)"
     )

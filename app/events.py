@@ -22,6 +22,7 @@ class EventKind(StrEnum):
     points = "points"
     status = "status"
     finding = "finding"
+    diagnosis = "diagnosis"
     sample = "sample"
     created = "created"
     deleted = "deleted"

@@ -49,12 +49,14 @@ _PROBE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.fl
 
 
 @functools.cache
-def cpu_peak_flops(precision: str, max_n: int = 1024, repeats: int = 3) -> float:
-    """Best observed FLOP/s of a square matmul on this CPU, measured once per process.
+def cpu_peak_flops(precision: str, max_n: int = 1024, repeats: int = 7) -> float:
+    """Best observed FLOP/s of a square matmul on this CPU, measured once per process:
+    an estimate (the run logs `perf/peak_estimated`), not a datasheet figure.
 
     The size doubles from 256 until one matmul takes >= 20 ms (or max_n), so the probe
-    reaches the BLAS's steady rate in fp32 (~0.1 s in all) without spending seconds on
-    CPUs that emulate fp16/bf16. Best-of-repeats: a busy machine only slows it down.
+    reaches the BLAS's steady rate in fp32 (~0.2 s in all) without spending seconds on
+    CPUs that emulate fp16/bf16. Best of several repeats: a busy machine only slows a
+    probe down, and a slow probe is a peak too low (an MFU above 100%).
     """
     dtype = _PROBE_DTYPES[precision]
     generator = torch.Generator().manual_seed(0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -24,3 +24,28 @@ class FindingOut(BaseModel):
     updated_at: float
     resolved_at: float | None
     acknowledged_at: float | None
+
+
+class SymptomOut(BaseModel):
+    finding_id: int
+    code: str
+    title: str
+    layers: list[str]
+
+
+class DiagnosisItem(BaseModel):
+    cause: str
+    severity: Literal["info", "warning", "critical"]
+    title: str
+    summary: str
+    fix: str
+    first_step: int | None
+    last_step: int | None
+    finding_ids: list[int]
+    symptoms: list[SymptomOut]
+
+
+class DiagnosisOut(BaseModel):
+    run_id: int
+    state: Literal["healthy", "problems", "no_data"]
+    diagnoses: list[DiagnosisItem]

@@ -35,6 +35,7 @@ class ActivationSaturation(Rule):
         "sure the block's LayerNorm is applied before the MLP, and set grad_clip (1.0) if "
         "it is off."
     )
+    per_layer = True
     thresholds = SaturationThresholds
     pending_for = 3  # three instrument points in a row
     keep_firing_for = 3

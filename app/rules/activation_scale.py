@@ -44,6 +44,7 @@ class ActivationScale(Rule):
         "For collapse: check the init std (~0.02) and that no layer's weights were zeroed "
         "or decayed away (weight decay too high for the learning rate)."
     )
+    per_layer = True
     thresholds = ScaleThresholds
     pending_for = 3  # three instrument points in a row
     keep_firing_for = 3
@@ -67,7 +68,7 @@ class ActivationScale(Rule):
             return []
         reference, reference_step = float(points.values[0]), int(points.steps[0])
         observations: list[Observation] = []
-        for position in new_positions(points, view.since, first=limits.skip_points):
+        for position in new_positions(points, view.since_of(key), first=limits.skip_points):
             std, step = float(points.values[position]), int(points.steps[position])
             if not np.isfinite(std):
                 continue  # a NaN is nonfinite's finding, not this one

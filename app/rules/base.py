@@ -43,6 +43,7 @@ class Observation:
     severity: Severity | None = None  # None: the rule's default severity
     evidence: Mapping[str, Any] = field(default_factory=dict)
     detail: str = ""  # a sentence about this case, shown before the general explanation
+    fix: str | None = None  # advice for this case, instead of the rule's general fix
 
 
 @dataclass(slots=True)
@@ -96,8 +97,15 @@ EMPTY = SeriesView(np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, n
 
 
 class RunView:
-    """A run as a rule sees it: its config, its series up to `last_step`, and the cursor
-    `since` (the last step already judged; -1 before the first evaluation)."""
+    """A run as a rule sees it: its config, its series up to `last_step`, and which of
+    their points are new.
+
+    `since` is the last step already judged (-1 before the first evaluation). The points
+    a rule judges are counted per key (`key_since`): a key whose point for an already
+    judged step arrived late (an eval row after its step was judged) still has that
+    point as new, so the rules that read the key judge it. Rules read their new points
+    through `new`, `first_new` and `recent` (new points plus the history the rule needs
+    before them) and never window from `since` themselves."""
 
     def __init__(
         self,
@@ -112,11 +120,20 @@ class RunView:
         last_step: int,
         now: float,
         last_write_time: float | None = None,
+        key_since: Mapping[str, int] | None = None,
+        source: str = "external",
+        heartbeat_time: float | None = None,
+        status_since: float | None = None,
     ) -> None:
         self.run_id = run_id
         self.status = status
         self.config = config
         self.since = since
+        # None: every key was judged up to `since` (a replay); else per key, -1 if never.
+        self._key_since = dict(key_since) if key_since is not None else None
+        self.source = source  # "launched" (our trainer and worker) or "external"
+        self.heartbeat_time = heartbeat_time  # the client's latest heartbeat, if any
+        self.status_since = status_since  # when the run entered its status (a resume)
         self.last_step = last_step
         self.now = now
         self.last_write_time = last_write_time
@@ -130,6 +147,37 @@ class RunView:
             loaded = self._loader([key]) if self._loader and key in self._key_names else {}
             self._series[key] = loaded.get(key, EMPTY).upto(self.last_step)
         return self._series[key]
+
+    def since_of(self, key: str) -> int:
+        """The last step of `key` already judged."""
+        if self._key_since is None:
+            return self.since
+        return self._key_since.get(key, -1)
+
+    def first_new(self, key: str) -> int:
+        """Position in `series(key)` of the key's first point not yet judged."""
+        return self.series(key).index_of(self.since_of(key) + 1)
+
+    def new(self, key: str) -> SeriesView:
+        """The key's points not yet judged."""
+        return self.series(key).after(self.since_of(key))
+
+    def recent(self, key: str, lookback: int) -> tuple[SeriesView, int]:
+        """The key's new points with up to `lookback` points of history before them, and
+        the position of the first new point in that slice: the whole of what a rule with
+        a window of `lookback` points reads."""
+        series = self.series(key)
+        first = series.index_of(self.since_of(key) + 1)
+        start = max(0, first - lookback)
+        return (
+            SeriesView(series.steps[start:], series.values[start:], series.times[start:]),
+            first - start,
+        )
+
+    @property
+    def launched(self) -> bool:
+        """Our trainer under our worker: its texts may mention checkpoints and presets."""
+        return self.source == "launched"
 
     def keys(self, pattern: str) -> list[str]:
         """The run's metric keys matching a glob, e.g. `act/*/frac_dead`."""
@@ -166,13 +214,34 @@ class Rule:
     keep_firing_for: ClassVar[int] = 1
     # Judged on a clock as well as on new points (a run that stopped logging).
     time_based: ClassVar[bool] = False
+    # Its subjects are layers: their episodes share one finding listing the layers.
+    per_layer: ClassVar[bool] = False
     # (other rule's code, steps): a finding of the other rule that began at most this
     # many steps before this one is linked to it (a grad-norm spike warning of a loss spike).
     links_to: ClassVar[tuple[str, int] | None] = None
 
+    # Texts for a run fed by the user's own script (source "external"), where the
+    # general ones mention our trainer, worker, checkpoints or actions; None: the same.
+    explanation_external: ClassVar[str | None] = None
+    fix_external: ClassVar[str | None] = None
+    # The explanation once an episode resolved, where the general one assumes it cannot
+    # (a NaN that did not come back); None: the same.
+    recovered_explanation: ClassVar[str | None] = None
+
     @classmethod
-    def explanation(cls) -> str:
-        return " ".join((cls.__doc__ or "").split())
+    def explanation(cls, source: str = "launched", resolved: bool = False) -> str:
+        text = cls.__doc__ or ""
+        if source != "launched" and cls.explanation_external:
+            text = cls.explanation_external
+        if resolved and cls.recovered_explanation:
+            text = cls.recovered_explanation
+        return " ".join(text.split())
+
+    @classmethod
+    def fix_for(cls, source: str = "launched") -> str:
+        if source != "launched" and cls.fix_external:
+            return cls.fix_external
+        return cls.fix
 
     def check(self, view: RunView, limits: Any) -> list[Observation]:
         """Judge the steps after `view.since`; `limits` is an instance of `thresholds`."""

@@ -31,6 +31,7 @@ class DeadUnits(Rule):
         "restart from a checkpoint taken before the units died: dead units rarely come "
         "back. Check the init scale of the MLP input projection (std ~0.02)."
     )
+    per_layer = True
     thresholds = DeadUnitsThresholds
     pending_for = 3  # three instrument points in a row
     keep_firing_for = 3

@@ -59,7 +59,7 @@ class Divergence(Rule):
 
     def check(self, view: RunView, limits: DivergenceThresholds) -> list[Observation]:
         loss = view.series(KEY)
-        first_new = loss.index_of(view.since + 1)
+        first_new = view.first_new(KEY)
         if first_new >= len(loss):
             return []
         # The episode of a new point began at most `window` points back; its end level

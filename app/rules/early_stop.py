@@ -25,7 +25,7 @@ class EarlyStop(Rule):
     keep_firing_for = 1_000_000  # a stop is final: the finding never resolves by itself
 
     def check(self, view: RunView, limits: Thresholds) -> list[Observation]:
-        marker = view.series(MARKER).after(view.since)
+        marker = view.new(MARKER)
         actions = view.config.get("actions")
         settings = (actions.get("early_stop") if isinstance(actions, dict) else None) or {}
         observations = []

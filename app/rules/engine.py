@@ -7,9 +7,19 @@ that watch the clock (a run that stopped logging) are also judged every few seco
 on running runs. Evaluation reads in one short transaction and writes findings in
 another, so ingestion never waits for the rules, and never fails because of one.
 
-Per run the engine remembers, in `rule_states`, the last step it judged and each
-rule's open episodes, so an API restart picks up where it left off. One engine runs per
-database: extra API replicas set TRAINLENS_RULES_ENABLED=0.
+When a step is judged: a step is judged once its rows have settled. Every step below
+the run's latest is judged at once (a client logs step N+1 after it has logged all of
+step N: eval rows at the top of a step, train rows after, or the other way round); the
+latest step is judged once no row has reached the run for `rules_settle_seconds`, or
+when the run stops running. A key whose point arrives after its step was judged anyway
+(a slow client flushing its eval row late) is not lost: the engine keeps, per key, the
+last step it judged, so the late point is new for that key and the rules that read the
+key judge it on the next pass. So the findings depend on a run's data only, never on
+how its rows were split across requests or ordered within a step.
+
+Per run the engine remembers, in `rule_states`, the last step it judged (overall and
+per key) and each rule's open episodes, so an API restart picks up where it left off.
+One engine runs per database: extra API replicas set TRAINLENS_RULES_ENABLED=0.
 """
 
 from __future__ import annotations
@@ -27,8 +37,8 @@ from sqlalchemy.orm import Session
 from app import webhooks
 from app.config import Settings
 from app.db import Database
-from app.events import EventKind
-from app.findings.service import finding_payload
+from app.events import EventKind, publish
+from app.findings.service import finding_payload, run_diagnosis
 from app.metrics.cache import SeriesCache
 from app.metrics.store import MetricStore
 from app.models import Event, Finding, Metric, RuleState, Run, RunSeries, RunSource, RunStatus
@@ -44,6 +54,7 @@ from app.runs.lifecycle import transition
 log = logging.getLogger(__name__)
 
 CURSOR = "_cursor"  # the rule_states row holding the last step judged
+DIAGNOSIS = "_diagnosis"  # the rule_states row holding the diagnosis last sent
 WATCHED_EVENTS = (EventKind.points.value, EventKind.status.value)
 EVENT_BATCH = 10_000
 # A run first seen with a long history (an import, or points written while the API was
@@ -73,6 +84,7 @@ class RuleEngine:
         self._last_clock = 0.0
         self._periodic = Periodic("rule-engine", self.poll, settings.rules_poll_seconds)
         self._behind: set[int] = set()  # runs with history still to judge
+        self._settling: dict[int, float] = {}  # run -> when (clock) its latest step settles
         self._lock = threading.Lock()  # one pass at a time (the loop, or a test calling poll)
 
     # -- lifecycle -----------------------------------------------------------------
@@ -94,7 +106,7 @@ class RuleEngine:
         """Evaluate every run with news since the last pass; returns how many were."""
         with self._lock:
             with self.db.session() as session:
-                runs = self._runs_with_news(session) | self._behind
+                runs = self._runs_with_news(session) | self._behind | self._settled_runs()
                 self._behind = set()
                 clock_runs: set[int] = set()
                 if time.monotonic() - self._last_clock >= self.settings.rules_clock_seconds:
@@ -108,6 +120,14 @@ class RuleEngine:
                 except Exception:
                     log.exception("rule evaluation of run %s failed", run_id)
             return len(runs | clock_runs)
+
+    def _settled_runs(self) -> set[int]:
+        """Runs whose held-back latest step has settled by now."""
+        now_ = self.clock()
+        due = {run_id for run_id, at in self._settling.items() if at <= now_}
+        for run_id in due:
+            del self._settling[run_id]
+        return due
 
     def _runs_with_news(self, session: Session) -> set[int]:
         if self.cursor is None:
@@ -130,7 +150,7 @@ class RuleEngine:
             prepared = self._judge(session, run_id, clock_only)
         if prepared is None:
             return []
-        last_step, clock_only, rules, open_episodes, changed = prepared
+        last_step, clock_only, rules, open_episodes, changed, marks = prepared
         if clock_only and not changed:
             # The usual clock pass: nothing fired or resolved, so nothing to write (clock
             # rules resolve on their first clear observation, so no streak moved either).
@@ -140,8 +160,10 @@ class RuleEngine:
             if run is None:  # deleted while we judged it
                 return []
             opened = save_episodes(session, run_id, changed, self.rules_by_code)
+            if changed:
+                self._publish_diagnosis(session, run_id)
             self._save_states(
-                session, run_id, rules, open_episodes, None if clock_only else last_step
+                session, run_id, rules, open_episodes, None if clock_only else (last_step, marks)
             )
             self._act(session, run, opened)
             payloads = [finding_payload(finding) for finding in opened]
@@ -152,10 +174,21 @@ class RuleEngine:
 
     def _judge(
         self, session: Session, run_id: int, clock_only: bool
-    ) -> tuple[int, bool, list[type[Rule]], dict[str, dict[str, Episode]], list[Episode]] | None:
-        """Run the rules over the run's unjudged steps; a clock pass that finds new steps
+    ) -> (
+        tuple[
+            int,
+            bool,
+            list[type[Rule]],
+            dict[str, dict[str, Episode]],
+            list[Episode],
+            dict[str, int],
+        ]
+        | None
+    ):
+        """Run the rules over the run's unjudged points; a clock pass that finds new ones
         judges them like any pass. Returns (last step judged, whether only the clock rules
-        ran, the rules run, their open episodes, the episodes that changed)."""
+        ran, the rules run, their open episodes, the episodes that changed, and per key
+        the last step judged)."""
         run = session.get(Run, run_id)
         if run is None:
             return None
@@ -167,12 +200,32 @@ class RuleEngine:
             row.code: row.state
             for row in session.scalars(select(RuleState).where(RuleState.run_id == run_id))
         }
-        since = int(states.get(CURSOR, {}).get("since", -1))
-        if last_step > since:
+        cursor = states.get(CURSOR, {})
+        since = int(cursor.get("since", -1))
+        stored_marks = cursor.get("keys")
+        if not isinstance(stored_marks, dict):  # a state from before per-key marks
+            stored_marks = {name: min(row.last_step, since) for name, row in series_rows.items()}
+        last_write_time = self._last_write_time(session, run_id)
+        settled = last_step
+        if run.status == RunStatus.running:
+            settles_at = last_write_time + self.settings.rules_settle_seconds
+            if self.clock() < settles_at:
+                settled = last_step - 1  # the latest step may still get keys: wait
+                self._settling[run_id] = settles_at
+        fresh = any(
+            min(row.last_step, settled) > int(stored_marks.get(name, -1))
+            for name, row in series_rows.items()
+        )
+        judged_to = since
+        if fresh:
             clock_only = False
-            last_step = self._judge_up_to(session, run_id, series_rows, since, last_step)
+            judged_to = self._judge_up_to(session, run_id, series_rows, since, settled)
         elif not clock_only:
-            return None  # a rewrite of steps already judged (a resume): nothing new
+            return None  # a rewrite of steps already judged (a resume), or an unsettled step
+        marks = {
+            name: max(int(stored_marks.get(name, -1)), min(row.last_step, judged_to))
+            for name, row in series_rows.items()
+        }
         rules = [rule for rule in self.rules if rule.time_based or not clock_only]
         key_ids = {name: row.key_id for name, row in series_rows.items()}
 
@@ -191,16 +244,24 @@ class RuleEngine:
             loader=load,
             key_names=key_ids,
             since=since,
-            last_step=last_step,
+            last_step=judged_to,
             now=self.clock(),
-            last_write_time=self._last_write_time(session, run_id),
+            last_write_time=last_write_time,
+            key_since={name: int(mark) for name, mark in stored_marks.items()},
+            source=str(run.source),
+            heartbeat_time=run.heartbeat_at,
+            status_since=session.scalar(
+                select(func.max(Event.created_at)).where(
+                    Event.run_id == run_id, Event.kind == EventKind.status.value
+                )
+            ),
         )
         open_episodes = {
             code: {subject: Episode.from_state(state) for subject, state in stored.items()}
             for code, stored in ((rule.code, states.get(rule.code, {})) for rule in rules)
         }
         changed = evaluate(rules, view, open_episodes, self.settings.rules)
-        return last_step, clock_only, rules, open_episodes, changed
+        return max(judged_to, since), clock_only, rules, open_episodes, changed, marks
 
     def _judge_up_to(
         self,
@@ -210,7 +271,8 @@ class RuleEngine:
         since: int,
         last_step: int,
     ) -> int:
-        """The last step this pass judges: `last_step`, or on a long backlog the step
+        """The last step this pass judges: `last_step` (the latest settled step), or on a
+        long backlog the step
         CATCH_UP_POINTS points on (counted on the run's loss, else its longest key)."""
         pace = series_rows.get("train/loss") or max(
             series_rows.values(), key=lambda row: row.last_step - row.first_step
@@ -248,7 +310,7 @@ class RuleEngine:
         run_id: int,
         rules: Sequence[type[Rule]],
         open_episodes: dict[str, dict[str, Episode]],
-        judged_up_to: int | None,
+        judged_up_to: tuple[int, dict[str, int]] | None,
     ) -> None:
         rows = {
             row.code: row
@@ -262,7 +324,7 @@ class RuleEngine:
             for rule in rules
         }
         if judged_up_to is not None:
-            wanted[CURSOR] = {"since": judged_up_to}
+            wanted[CURSOR] = {"since": judged_up_to[0], "keys": judged_up_to[1]}
         for code, state in wanted.items():
             row = rows.get(code)
             if row is None:
@@ -271,6 +333,25 @@ class RuleEngine:
             elif row.state != state:
                 row.state = state
                 row.updated_at = now()
+
+    def _publish_diagnosis(self, session: Session, run_id: int) -> None:
+        """Send the run's diagnosis on its stream when it differs from the last one sent."""
+        document = run_diagnosis(session, self.store, run_id)
+        row = session.scalars(
+            select(RuleState).where(RuleState.run_id == run_id, RuleState.code == DIAGNOSIS)
+        ).first()
+        if row is not None and row.state.get("document") == document:
+            return
+        publish(session, run_id, EventKind.diagnosis, document)
+        if row is None:
+            session.add(
+                RuleState(
+                    run_id=run_id, code=DIAGNOSIS, state={"document": document}, updated_at=now()
+                )
+            )
+        else:
+            row.state = {"document": document}
+            row.updated_at = now()
 
     def _act(self, session: Session, run: Run, opened: list[Finding]) -> None:
         """The per-run policy: a non-finite loss stops a launched run (the trainer keeps

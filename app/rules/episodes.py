@@ -30,6 +30,7 @@ class Episode:
     severity: str
     evidence: dict[str, Any] = field(default_factory=dict)
     detail: str = ""
+    fix: str | None = None  # the observation's own advice, if it had one
     active_streak: int = 0
     clear_streak: int = 0
     finding_id: int | None = None
@@ -77,6 +78,7 @@ def _on_active(
             severity=severity,
             evidence=sanitize(dict(observation.evidence)),
             detail=observation.detail,
+            fix=observation.fix,
         )
         open_episodes[observation.subject] = episode
     episode.last_step = observation.step
@@ -87,6 +89,7 @@ def _on_active(
         episode.severity = severity
         episode.evidence = sanitize(dict(observation.evidence))
         episode.detail = observation.detail
+        episode.fix = observation.fix
     if episode.state == "pending" and episode.active_streak >= rule.pending_for:
         episode.state = "firing"
     return episode

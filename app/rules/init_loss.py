@@ -51,10 +51,10 @@ class InitLoss(Rule):
             return []
         # Judged once, at the first evaluation that has both the loss and the vocab size.
         marker = view.series("data/vocab_size")
-        known_since = int(loss.steps[0])
+        fresh = int(loss.steps[0]) > view.since_of("train/loss")
         if view.config_number("vocab_size") is None and len(marker):
-            known_since = max(known_since, int(marker.steps[0]))
-        if known_since <= view.since:
+            fresh |= int(marker.steps[0]) > view.since_of("data/vocab_size")
+        if not fresh:
             return []
         step, first = int(loss.steps[0]), float(loss.values[0])
         if not np.isfinite(first):

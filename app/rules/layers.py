@@ -52,7 +52,7 @@ def over_limit(
     transient. Non-finite points are skipped: they are nonfinite's finding."""
     for layer, key in layer_keys(view, "act", stat).items():
         points = view.series(key)
-        positions = new_positions(points, view.since)
+        positions = new_positions(points, view.since_of(key))
         limits = np.where(positions >= skip_points, limit, early_limit)
         for position, threshold in zip(positions, limits, strict=True):
             value = float(points.values[position])

@@ -33,6 +33,13 @@ class LossSpike(Rule):
         "After a resume, check that the optimizer state was restored. To skip such "
         "batches automatically, set actions.skip_loss_spikes."
     )
+    fix_external = (
+        "Look at the batch at this step (a wall of one token, corrupted or duplicated "
+        "data) and at the gradient norm just before it. If spikes repeat, lower the "
+        "learning rate, lengthen warmup, tighten the gradient clip, or lower Adam's beta2 "
+        "(0.95). After a restart from a checkpoint, check that the optimizer state was "
+        "restored too."
+    )
     thresholds = LossSpikeThresholds
     # A grad-norm spike at most this many steps before the loss spike is linked to it.
     links_to = ("grad_norm_spike", 5)

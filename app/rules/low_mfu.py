@@ -47,13 +47,15 @@ class LowMfu(Rule):
         skip = warmup if warmup is not None else limits.default_warmup
         # Judged once a full window of post-warmup points ends at the point.
         first_post = series.index_of(int(np.ceil(skip)))
-        start = max(series.index_of(view.since + 1), first_post + limits.window - 1)
+        start = max(view.first_new(KEY), first_post + limits.window - 1)
         if start >= len(series):
             return []
         offset = start - limits.window + 1
         # A trailing baseline of the series with a NaN appended: the window before
         # index i + 1 is the window ending at point i, which is the one wanted here.
-        values = np.r_[series.values[offset:], np.nan]
+        # Values above 100% are no MFU (mfu_measurement's finding): left out.
+        values = series.values[offset:]
+        values = np.r_[np.where(values > 1.0, np.nan, values), np.nan]
         median = trailing_baseline(values, limits.window, limits.window).median
         device = view.config.get("device")
         device = device if isinstance(device, str) and device != "auto" else None

@@ -69,7 +69,7 @@ def _warmup(view: RunView, limits: LrScheduleThresholds, peak: float) -> list[Ob
         "lr": peak,
         "peak_fraction": limits.peak_fraction,
     }
-    if warmup >= 2 and first_step < warmup and first_step > view.since:
+    if warmup >= 2 and first_step < warmup and first_step > view.since_of("train/lr"):
         evidence.update(warmup_steps=int(warmup), expected_first_lr=peak / warmup)
         detail = (
             f"warmup_steps is {int(warmup)} but train/lr was already {first_lr:.3g} at step "
@@ -87,7 +87,7 @@ def _warmup(view: RunView, limits: LrScheduleThresholds, peak: float) -> list[Ob
     dipped = np.fmin.accumulate(values) < values[0] * (1 - limits.early_rise)
     climbed = (values > values[0] * (1 + limits.early_rise)) & dipped
     hits = np.flatnonzero(climbed)
-    if not len(hits) or int(loss.steps[hits[0]]) <= view.since:
+    if not len(hits) or int(loss.steps[hits[0]]) <= view.since_of("train/loss"):
         return []
     j, low = int(hits[0]), float(np.nanmin(values[: hits[0]]))
     step = int(loss.steps[j])
@@ -115,7 +115,7 @@ def _decay(view: RunView, limits: LrScheduleThresholds, peak: float) -> list[Obs
     if min_lr is not None and min_lr >= limits.peak_fraction * peak:
         return []  # a cosine from lr to about lr is a constant: nothing to see
     judge_from = _decayed_step(view, limits, peak, max_steps)
-    new = view.series("train/lr").after(max(view.since, judge_from - 1))
+    new = view.series("train/lr").after(max(view.since_of("train/lr"), judge_from - 1))
     observations = []
     for step, value in zip(new.steps.tolist(), new.values.tolist(), strict=True):
         if not value >= limits.peak_fraction * peak:
@@ -161,7 +161,7 @@ def _groups(view: RunView, limits: LrScheduleThresholds) -> list[Observation]:
         return []
     by_step: dict[int, list[float]] = {}
     for key in keys:
-        new = view.series(key).after(view.since)
+        new = view.new(key)
         for step, value in zip(new.steps.tolist(), new.values.tolist(), strict=True):
             by_step.setdefault(step, []).append(value)
     observations = []

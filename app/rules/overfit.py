@@ -33,12 +33,17 @@ class Overfit(Rule):
         "overfitting, use more data, add dropout, raise "
         "weight_decay, or use a smaller model."
     )
+    fix_external = (
+        "Stop early and keep the weights from the evaluation with the best val loss (save "
+        "a checkpoint whenever val loss improves). To train longer without overfitting, use "
+        "more data, add dropout, raise weight_decay, or use a smaller model."
+    )
     thresholds = OverfitThresholds
     keep_firing_for = 1  # clear only when val loss is back near its best
 
     def check(self, view: RunView, limits: OverfitThresholds) -> list[Observation]:
         val = view.series("val/loss")
-        if not len(val.after(view.since)):
+        if not len(view.new("val/loss")):
             return []
         train = _train_at(view, val.steps, limits.smooth_window)
         if train is None:
@@ -63,7 +68,7 @@ class Overfit(Rule):
         last_onset = np.maximum.accumulate(np.where(onset, np.arange(len(steps)), -1))
         active = above & (last_onset > best_index)
         observations = []
-        for i in np.flatnonzero(steps > view.since):
+        for i in np.flatnonzero(steps > view.since_of("val/loss")):
             step = int(steps[i])
             if not active[i]:
                 observations.append(Observation(step, False))

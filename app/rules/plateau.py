@@ -52,7 +52,7 @@ class Plateau(Rule):
 
     def check(self, view: RunView, limits: PlateauThresholds) -> list[Observation]:
         loss = view.series(KEY)
-        first_new, k = loss.index_of(view.since + 1), limits.smooth
+        first_new, k = view.first_new(KEY), limits.smooth
         head = loss.values[: 4 * k]
         head = head[np.isfinite(head)][:k]
         if first_new >= len(loss) or len(head) < k or float(np.median(head)) <= 0:

@@ -23,10 +23,12 @@ from app.rules.init_loss import InitLoss
 from app.rules.loss_spike import LossSpike
 from app.rules.low_mfu import LowMfu
 from app.rules.lr_schedule import LrSchedule
+from app.rules.mfu_measurement import MfuMeasurement
 from app.rules.nonfinite import NonFinite
 from app.rules.overfit import Overfit
 from app.rules.plateau import Plateau
 from app.rules.resume_discontinuity import ResumeDiscontinuity
+from app.rules.stability import Stability
 from app.rules.stalled import Stalled
 from app.rules.throughput_drop import ThroughputDrop
 from app.rules.train_val_leak import TrainValLeak
@@ -35,6 +37,7 @@ from app.rules.update_ratio import UpdateRatio
 RULES: tuple[type[Rule], ...] = (
     NonFinite,
     InitLoss,
+    Stability,
     GradNormSpike,
     LossSpike,
     Divergence,
@@ -51,6 +54,7 @@ RULES: tuple[type[Rule], ...] = (
     ResumeDiscontinuity,
     ThroughputDrop,
     LowMfu,
+    MfuMeasurement,
     Stalled,
 )
 

@@ -10,7 +10,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from pydantic import Field
 
 from app.rules.base import Observation, Rule, RunView, SeriesView, Thresholds
-from trainer.stats import MAD_TO_STD
+from app.rules.stats import robust_level
 
 _BLOCK = 4096  # points per block when scanning for the recovery
 
@@ -78,7 +78,9 @@ class ResumeDiscontinuity(Rule):
             ready = [verdict for verdict in verdicts if verdict is not None]
             if len(ready) < len(verdicts):
                 continue  # judged once every watched series has its points after the resume
-            observations += _observe(view.since, int(resume_step), ready)
+            observations += _observe(
+                min(view.since_of(key) for key, _, _ in watched), int(resume_step), ready
+            )
         return observations
 
 
@@ -122,10 +124,8 @@ def _judge(
     before = before[np.isfinite(before)][-limits.before :]
     if len(before) < limits.before // 2 or split + limits.after > len(series):
         return None
-    level = float(np.median(before))
-    sigma = max(
-        float(np.median(np.abs(before - level))) * MAD_TO_STD, limits.sigma_floor * abs(level)
-    )
+    level, spread = robust_level(before)
+    sigma = max(spread, limits.sigma_floor * abs(level))
     threshold = min(level * (1 + jump), level + limits.zscore * sigma)
     judged_at = int(series.steps[split + limits.after - 1])
     mean = _mean(series.values[split : split + limits.after])

@@ -20,7 +20,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from pydantic import Field
 
 from app.rules.base import Observation, RunView, Thresholds
-from app.rules.stats import trailing_baseline
+from app.rules.stats import Baseline, floored_sigma, robust_z, trailing_baseline
 
 _MIN_SIGMA = 1e-12  # absolute floor, so a flat window at zero cannot divide by zero
 
@@ -58,7 +58,7 @@ class _Flags:
 def spike_observations(view: RunView, key: str, limits: SpikeThresholds) -> list[Observation]:
     """Observations for the new finite points of `key` (non-finite ones are `nonfinite`'s)."""
     series = view.series(key)
-    first_new = series.index_of(view.since + 1)
+    first_new = view.first_new(key)
     if first_new >= len(series):
         return []
     # A new point's episode began at most `window` points back; the recovery level of
@@ -96,11 +96,12 @@ def _flags(
     """Verdicts for values[level_start + chain_offset:]; the `chain_offset` points before
     them only lend their recovery levels."""
     window, chain_start = limits.window, level_start + chain_offset
-    median, sigma, count = _baseline(values, chain_start, limits)
+    baseline, sigma = _baseline(values, chain_start, limits)
+    median, count = baseline.median, baseline.count
     judged = values[chain_start:]
     finite = np.isfinite(judged)
+    z = robust_z(judged, baseline, sigma)
     with np.errstate(all="ignore"):
-        z = (judged - median) / sigma
         by_z = (count >= limits.min_history) & (z > limits.zscore)
         by_ratio = (count >= limits.ratio_min_history) & (median > 0)
         by_ratio &= (judged > limits.ratio * median) & (z > limits.recover_zscore)
@@ -109,10 +110,10 @@ def _flags(
         return _Flags(spike, spike, finite, median, sigma, count)
     # Recovery means back near the pre-spike level: the lowest recovery level of the last
     # `window` points, since the windows of the points after a spike hold the spike.
-    early = _baseline(values[:chain_start], level_start, limits)
+    early, early_sigma = _baseline(values[:chain_start], level_start, limits)
     levels = [
         np.where(n >= limits.ratio_min_history, m + limits.recover_zscore * s, np.nan)
-        for m, s, n in (early, (median, sigma, count))
+        for m, s, n in ((early.median, early_sigma, early.count), (median, sigma, count))
     ]
     padded = np.concatenate([np.full(window, np.nan), *levels])
     recovery = np.fmin.reduce(sliding_window_view(padded, window + 1), axis=1)[chain_offset:]
@@ -127,14 +128,12 @@ def _flags(
 
 def _baseline(
     values: np.ndarray, start: int, limits: SpikeThresholds
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Median, floored robust sigma and finite count of the window before each point."""
+) -> tuple[Baseline, np.ndarray]:
+    """The window before each point, and its robust sigma floored (a share of the median)."""
     baseline = trailing_baseline(values, start, limits.window)
-    median = baseline.median
     with np.errstate(invalid="ignore"):
-        floor = np.fmax(limits.sigma_floor * np.abs(median), _MIN_SIGMA)
-        sigma = np.fmax(baseline.sigma, floor)
-    return median, sigma, baseline.count
+        floor = np.fmax(limits.sigma_floor * np.abs(baseline.median), _MIN_SIGMA)
+    return baseline, floored_sigma(baseline.sigma, floor)
 
 
 def _onset(

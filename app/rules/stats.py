@@ -55,9 +55,24 @@ def trailing_baseline(values: np.ndarray, start: int, window: int) -> Baseline:
     return Baseline(np.concatenate(medians), np.concatenate(sigmas), np.concatenate(counts))
 
 
+def floored_sigma(sigma: np.ndarray | float, floor: np.ndarray | float) -> np.ndarray:
+    """The robust sigma, at least `floor`, so a perfectly flat window does not turn a
+    rounding error into a huge score (NaN only where both are unknown)."""
+    with np.errstate(invalid="ignore"):
+        return np.fmax(sigma, floor)
+
+
 def robust_z(values: np.ndarray, baseline: Baseline, sigma_floor: np.ndarray | float) -> np.ndarray:
-    """(value - median) / sigma, the sigma floored so a perfectly flat window does not
-    turn a rounding error into a huge score."""
-    sigma = np.maximum(baseline.sigma, sigma_floor)
+    """(value - median) / sigma with the sigma floored: the one robust z-score of the
+    rules (a trailing window that excludes the point judged)."""
     with np.errstate(all="ignore"):
-        return (values - baseline.median) / sigma
+        return (values - baseline.median) / floored_sigma(baseline.sigma, sigma_floor)
+
+
+def robust_level(values: np.ndarray) -> tuple[float, float]:
+    """Median and robust sigma (MAD-based) of one window's finite values; NaN if none."""
+    finite = values[np.isfinite(values)]
+    if not len(finite):
+        return float("nan"), float("nan")
+    median = float(np.median(finite))
+    return median, float(np.median(np.abs(finite - median))) * MAD_TO_STD

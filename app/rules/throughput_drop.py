@@ -48,7 +48,7 @@ class ThroughputDrop(Rule):
 
     def check(self, view: RunView, limits: ThroughputDropThresholds) -> list[Observation]:
         series = view.series(KEY)
-        start = series.index_of(view.since + 1)
+        start = view.first_new(KEY)
         if start >= len(series):
             return []
         # The baseline needs only the window before the first new point.

@@ -38,7 +38,7 @@ class TrainValLeak(Rule):
 
     def check(self, view: RunView, limits: TrainValLeakThresholds) -> list[Observation]:
         val = view.series("val/loss")
-        if not len(val.after(view.since)):
+        if not len(view.new("val/loss")):
             return []
         train = _train_at(view, val.steps)
         if train is None:
@@ -57,7 +57,7 @@ class TrainValLeak(Rule):
         fall = 1 - val_loss / val_loss[first]
         active = (streak >= limits.evaluations) & (fall >= limits.min_fall)
         observations = []
-        for i in np.flatnonzero(steps > view.since):
+        for i in np.flatnonzero(steps > view.since_of("val/loss")):
             step = int(steps[i])
             if not active[i]:
                 observations.append(Observation(step, False))

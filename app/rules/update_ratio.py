@@ -49,6 +49,7 @@ class UpdateRatio(Rule):
         "nothing. Too large: lower the learning rate, lengthen warmup and set grad_clip "
         "(1.0). A single layer out of line points at its init scale or its weight decay."
     )
+    per_layer = True
     thresholds = UpdateRatioThresholds
     pending_for = 3  # three instrument points in a row
     keep_firing_for = 3
@@ -62,7 +63,7 @@ class UpdateRatio(Rule):
             points = view.series(key)
             settled = max(limits.skip_points, int(np.searchsorted(points.steps, warmup)))
             first = settled + limits.window - 1  # the first full window past warmup
-            positions = new_positions(points, view.since, first=first)
+            positions = new_positions(points, view.since_of(key), first=first)
             if not len(positions):
                 continue
             # Enough history before the new points to count a run of long_points.

@@ -15,14 +15,15 @@ import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from app.config import Settings
 from app.main import create_app
-from app.models import RunStatus
+from app.models import Event, Run, RunStatus
 from app.rules.base import Observation, Rule, RunView, Thresholds
 from app.rules.engine import RuleEngine
 from app.rules.nonfinite import NonFinite
-from app.runs.lifecycle import claim_next_run
+from app.runs.lifecycle import claim_next_run, transition
 from tests.api.helpers import create_external_run, ingest
 from tests.conftest import LiveServer
 from tests.sse import SSEClient
@@ -37,8 +38,9 @@ def rows(start: int, stop: int, loss: float | str = 2.0) -> list[dict[str, Any]]
 
 @pytest.fixture
 def quiet_settings(settings: Settings) -> Settings:
-    """The engine is driven by the test (engine.poll()), not by its background loop."""
-    return settings.model_copy(update={"rules_enabled": False})
+    """The engine is driven by the test (engine.poll()), not by its background loop, and
+    judges the latest step at once (test_invariance.py covers the settle delay)."""
+    return settings.model_copy(update={"rules_enabled": False, "rules_settle_seconds": 0.0})
 
 
 @pytest.fixture
@@ -183,6 +185,24 @@ def test_per_run_overrides_are_validated_and_can_disable_a_rule(app_client: Test
     assert findings(app_client, run_id) == []
 
 
+def test_texts_fit_an_external_run_and_a_one_off_nan_that_recovered(
+    app_client: TestClient,
+) -> None:
+    engine = engine_of(app_client)
+    run_id = create_external_run(app_client)
+    ingest(app_client, run_id, rows(0, 50))
+    ingest(app_client, run_id, rows(50, 51, loss="NaN"))
+    engine.poll()
+    (firing,) = findings(app_client, run_id)
+    for word in ("worker", "preset", "launched", "ckpt_", "actions."):
+        assert word not in firing["explanation"] + firing["fix"], word
+    ingest(app_client, run_id, rows(51, 60))
+    engine.poll()
+    (resolved,) = findings(app_client, run_id)
+    assert resolved["state"] == "resolved" and "one-off" in resolved["explanation"]
+    assert "the run is lost" not in resolved["explanation"]
+
+
 def test_a_nan_stops_a_launched_run(app_client: TestClient) -> None:
     engine = engine_of(app_client)
     created = app_client.post("/api/runs", json={"name": "nan", "config": {"max_steps": 100}})
@@ -255,6 +275,34 @@ def test_a_running_run_that_goes_quiet_is_stalled_until_steps_resume(
     engine.poll()
     (finding,) = [f for f in findings(app_client, run_id) if f["code"] == "stalled"]
     assert finding["state"] == "resolved"
+
+
+def test_a_resumed_launched_run_is_not_stalled_for_the_time_it_was_stopped(
+    app_client: TestClient,
+) -> None:
+    engine = engine_of(app_client)
+    created = app_client.post("/api/runs", json={"name": "resume", "config": {"max_steps": 100}})
+    run_id = created.json()["id"]
+    with engine.db.session(write=True) as session:
+        assert claim_next_run(session, "test-worker") is not None
+    ingest(app_client, run_id, rows(0, 20))
+    engine.poll()
+    with engine.db.session(write=True) as session:  # the run stopped 15 minutes ago
+        run = session.get(Run, run_id)
+        assert run is not None
+        transition(session, run, RunStatus.stopped)
+        session.execute(update(Event).where(Event.run_id == run_id).values(
+            created_at=Event.created_at - 900))  # fmt: skip
+    assert app_client.post(f"/api/runs/{run_id}/resume").status_code == 200
+    with engine.db.session(write=True) as session:
+        assert claim_next_run(session, "test-worker") is not None  # running again, just now
+    assert engine.evaluate_run(run_id, clock_only=True) == []
+    with engine.db.session(write=True) as session:  # as if it had resumed 15 minutes ago
+        session.execute(update(Event).where(Event.run_id == run_id).values(
+            created_at=Event.created_at - 900))  # fmt: skip
+        session.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=time.time()))
+    (stalled,) = engine.evaluate_run(run_id, clock_only=True)
+    assert stalled.code == "stalled"
 
 
 def test_a_grad_norm_spike_links_to_the_loss_spike_it_warned_of(app_client: TestClient) -> None:

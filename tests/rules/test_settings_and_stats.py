@@ -35,7 +35,7 @@ def test_override_errors_name_the_field() -> None:
 
 def test_every_registered_rule_is_documented() -> None:
     codes = [rule.code for rule in RULES]
-    assert len(codes) == len(set(codes)) == 19  # 18 + early_stop (issue 17)
+    assert len(codes) == len(set(codes)) == 21  # 18 + early_stop, stability, mfu_measurement
     for rule in RULES:
         assert rule.title and rule.fix and len(rule.explanation()) > 60, rule.code
         assert rule.severity in ("info", "warning", "critical")

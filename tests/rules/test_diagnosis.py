@@ -1,0 +1,111 @@
+"""Diagnoses above symptoms: GET /api/runs/{id}/diagnosis and the `diagnosis` event."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from app.config import Settings
+from app.main import create_app
+from app.models import Event
+from app.rules.engine import RuleEngine
+from tests.api.helpers import create_external_run, ingest
+from tests.rules.helpers import noisy_decay
+
+
+@pytest.fixture
+def app_client(settings: Settings) -> Iterator[TestClient]:
+    quiet = settings.model_copy(update={"rules_enabled": False, "rules_settle_seconds": 0.0})
+    with TestClient(create_app(quiet)) as client:
+        yield client
+
+
+def judge(client: TestClient) -> None:
+    engine = client.app.state.rules  # type: ignore[attr-defined]
+    assert isinstance(engine, RuleEngine)
+    engine.poll()
+
+
+def diagnosis(client: TestClient, run_id: int) -> dict[str, Any]:
+    response = client.get(f"/api/runs/{run_id}/diagnosis")
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def test_an_lr_far_too_high_is_one_diagnosis_naming_the_lr_with_the_runs_numbers(
+    app_client: TestClient,
+) -> None:
+    vocab = 65
+    run_id = create_external_run(
+        app_client, lr=0.5, grad_clip=1.0, warmup_steps=10, vocab_size=vocab
+    )
+    rng = np.random.default_rng(0)
+    rows = []
+    for step in range(260):
+        loss = math.log(vocab) * (0.97**step) if step < 2 else 25.0 + rng.normal(0, 0.3)
+        metrics: dict[str, Any] = {"train/loss": loss, "train/grad_norm": 40 + rng.normal(0, 2)}
+        metrics["train/lr"] = 0.5
+        if step % 10 == 0:
+            for layer in ("h0.mlp", "h1.mlp"):
+                metrics[f"act/{layer}/frac_saturated"] = 0.6 if step >= 20 else 0.0
+        rows.append({"step": step, "metrics": metrics})
+    ingest(app_client, run_id, rows)
+    judge(app_client)
+    document = diagnosis(app_client, run_id)
+    assert document["run_id"] == run_id and document["state"] == "problems"
+    first = document["diagnoses"][0]
+    assert first["cause"] == "lr_too_high" and first["severity"] == "critical"
+    summary = first["summary"]
+    assert summary.startswith("Learning rate 0.5 is too high: the loss rose to 2")
+    assert "at step 2 (5.9x ln V)" in summary
+    assert "x ln V" in summary and "grad norm at the clip on 100% of steps" in summary
+    assert "2 of 2 MLP layers saturated (h0.mlp, h1.mlp)" in summary
+    assert "0.05" in first["fix"]  # lr / 10
+    codes = {symptom["code"] for symptom in first["symptoms"]}
+    assert {"divergence", "clip_saturation", "activation_saturation"} <= codes
+    # Per-layer symptoms of one rule are one finding that lists the layers.
+    findings = app_client.get(f"/api/runs/{run_id}/findings").json()
+    (saturation,) = [f for f in findings if f["code"] == "activation_saturation"]
+    assert saturation["evidence"]["layers"] == ["h0.mlp", "h1.mlp"]
+    (symptom,) = [s for s in first["symptoms"] if s["code"] == "activation_saturation"]
+    assert symptom["layers"] == ["h0.mlp", "h1.mlp"]
+    assert set(first["finding_ids"]) <= {f["id"] for f in findings}
+    # The same document went out on the run's stream.
+    engine = app_client.app.state.rules  # type: ignore[attr-defined]
+    with engine.db.session() as session:
+        payloads = session.scalars(
+            select(Event.payload).where(Event.run_id == run_id, Event.kind == "diagnosis")
+        ).all()
+    assert payloads and json.loads(payloads[-1]) == document
+
+
+def loss_rows(loss: np.ndarray) -> list[dict[str, Any]]:
+    return [{"step": s, "metrics": {"train/loss": float(v)}} for s, v in enumerate(loss)]
+
+
+def test_a_bad_batch_a_healthy_run_and_a_run_without_data(app_client: TestClient) -> None:
+    empty = create_external_run(app_client)
+    assert diagnosis(app_client, empty) == {"run_id": empty, "state": "no_data", "diagnoses": []}
+    healthy = create_external_run(app_client)
+    loss = noisy_decay(200)
+    ingest(app_client, healthy, loss_rows(loss))
+    bad = create_external_run(app_client)
+    loss[120] = 3 * loss[119]
+    ingest(app_client, bad, loss_rows(loss))
+    judge(app_client)
+    assert diagnosis(app_client, healthy) == {
+        "run_id": healthy,
+        "state": "healthy",
+        "diagnoses": [],
+    }
+    (batch,) = diagnosis(app_client, bad)["diagnoses"]
+    assert batch["cause"] == "bad_batch" and batch["first_step"] == 120
+    assert "the loss jumped to" in batch["summary"] and "at step 120" in batch["summary"]
+    assert app_client.get("/api/runs/999999/diagnosis").status_code == 404
