@@ -1,7 +1,7 @@
 """The rule engine on runs we did not make: a stranger's training script (script.py),
-logging through the client over HTTP to a live server, healthy and with faults. Each
-fault is found at or right after its step, with the right root cause first in the
-diagnosis; the healthy runs raise no warning or critical finding.
+logging through the `trainlens` client as a user writes it to a live server, healthy
+and with faults. Each fault is found at or right after its step, with the right root
+cause first in the diagnosis; the healthy runs raise no warning or critical finding.
 
 Run with `-s` to see the table: scenario, expected cause, the causes found, steps from
 the fault to the finding, and false findings (warnings or criticals that belong to no
@@ -19,7 +19,6 @@ from typing import Any
 
 import httpx
 import pytest
-import torch
 
 from app.migrations import upgrade_to_head
 from tests.conftest import LiveServer
@@ -104,15 +103,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 
 @pytest.fixture(scope="module")
-def text() -> Iterator[str]:
-    # One thread: a tiny model gains nothing from more, and on a busy CI machine the
-    # thread pool's contention costs 20x.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield builtin_corpus(60_000)
-    finally:
-        torch.set_num_threads(threads)
+def text() -> str:
+    return builtin_corpus(60_000)
 
 
 def _judged_step(server: LiveServer, run_id: int) -> int:
