@@ -48,6 +48,7 @@ class Recipe:
     stall_at: int | None = None  # the script hangs this long before this step
     stall_seconds: float = 0.0
     rules: dict[str, Any] = field(default_factory=dict)  # per-run rule overrides
+    client: dict[str, Any] = field(default_factory=dict)  # trainlens.init options
 
 
 class Block(nn.Module):
@@ -144,7 +145,7 @@ def train(url: str, name: str, r: Recipe, text: str) -> int:
         "weight_decay": r.weight_decay, "beta2": r.beta2, "schedule": "cosine",
         "batch_size": r.batch_size, "block_size": r.block_size, "rules": r.rules,
     }  # fmt: skip
-    run = trainlens.init(name=name, config=config, url=url)
+    run = trainlens.init(name=name, config=config, url=url, **r.client)
     for it in range(r.max_steps):
         if it == r.stall_at:
             time.sleep(r.stall_seconds)  # a hung data loader, a full disk, ...

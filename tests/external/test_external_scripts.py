@@ -79,9 +79,11 @@ SCENARIOS = [
         "stall",
         # The threshold follows the run's own pace (slow on a busy CI machine): a per-run
         # override keeps the test short, as a user may for a fast script.
-        Recipe(stall_at=60, stall_seconds=5.0, max_steps=80,
+        # The client's heartbeats (every 0.5 s here) show the script alive through it.
+        Recipe(stall_at=60, stall_seconds=4.0, max_steps=80,
                rules={"stalled": {"timeout_seconds": 1.5, "interval_multiple": 5,
-                                  "gap_multiple": 1.5}}),
+                                  "gap_multiple": 1.5}},
+               client={"heartbeat_interval": 0.5}),
         "stalled", "stalled", 59, 1,
     ),  # fmt: skip
 ]
