@@ -37,11 +37,11 @@ class Scenario:
 
 
 SCENARIOS = [
-    Scenario("healthy seed 0", Recipe(seed=0, max_steps=150), None),
-    Scenario("healthy seed 1", Recipe(seed=1, max_steps=150), None),
+    Scenario("healthy seed 0", Recipe(seed=0, max_steps=100), None),
+    Scenario("healthy seed 1", Recipe(seed=1, max_steps=100), None),
     Scenario(
         "lr far too high",
-        Recipe(lr=1.0, min_lr=1.0, max_steps=100),
+        Recipe(lr=1.0, min_lr=1.0, max_steps=60),
         "lr_too_high", "divergence", 0, 40,
     ),  # fmt: skip
     Scenario(
@@ -51,22 +51,22 @@ SCENARIOS = [
     ),  # fmt: skip
     Scenario(
         "no warmup at a high lr",
-        Recipe(lr=1e-2, warmup_steps=0, max_steps=120),
+        Recipe(lr=1e-2, warmup_steps=0, max_steps=60),
         "missing_warmup", "stability", 0, 0,
     ),  # fmt: skip
     Scenario(
         "bad batch at an eval step",
-        Recipe(bad_batch_at=100, max_steps=140),
+        Recipe(bad_batch_at=100, max_steps=110),
         "bad_batch", "loss_spike", 100, 0,
     ),  # fmt: skip
     Scenario(
         "non-finite weight",
-        Recipe(nan_weight_at=80, max_steps=100),
-        "numerical_instability", "nonfinite", 80, 0,
+        Recipe(nan_weight_at=40, max_steps=50),
+        "numerical_instability", "nonfinite", 40, 0,
     ),  # fmt: skip
     Scenario(
         "x30 output init",
-        Recipe(output_scale=30.0, max_steps=60),
+        Recipe(output_scale=30.0, max_steps=40),
         "init_scale", "init_loss", 0, 0,
     ),  # fmt: skip
     Scenario(
@@ -80,11 +80,11 @@ SCENARIOS = [
         # The threshold follows the run's own pace (slow on a busy CI machine): a per-run
         # override keeps the test short, as a user may for a fast script.
         # The client's heartbeats (every 0.5 s here) show the script alive through it.
-        Recipe(stall_at=60, stall_seconds=4.0, max_steps=80,
+        Recipe(stall_at=30, stall_seconds=3.0, max_steps=40,
                rules={"stalled": {"timeout_seconds": 1.5, "interval_multiple": 5,
                                   "gap_multiple": 1.5}},
                client={"heartbeat_interval": 0.5}),
-        "stalled", "stalled", 59, 1,
+        "stalled", "stalled", 29, 1,
     ),  # fmt: skip
 ]
 RESULTS: list[tuple[str, str, str, str, str]] = []
@@ -95,7 +95,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     directory: Path = tmp_path_factory.mktemp("external")
     url = f"sqlite:///{directory / 'trainlens.db'}"
     upgrade_to_head(url)
-    live = LiveServer(directory / "live", url, {"TRAINLENS_RULES_CLOCK_SECONDS": "0.5"})
+    live = LiveServer(directory / "live", url, {"TRAINLENS_RULES_CLOCK_SECONDS": "0.3", "TRAINLENS_RULES_SETTLE_SECONDS": "0.3"})
     try:
         live.wait_ready()
         yield live
@@ -126,7 +126,7 @@ def _settled(server: LiveServer, client: httpx.Client, run_id: int) -> dict[str,
     while _judged_step(server, run_id) < last:
         assert time.monotonic() < deadline, "the engine did not judge the last step"
         time.sleep(0.1)
-    time.sleep(0.5)  # one more pass: the finish's status event
+    time.sleep(0.4)  # one more pass: the finish's status event
     return client.get(f"/api/runs/{run_id}/diagnosis").json()  # type: ignore[no-any-return]
 
 
