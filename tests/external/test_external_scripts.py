@@ -10,6 +10,7 @@ expected diagnosis)."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+import torch
 
 from app.migrations import upgrade_to_head
 from tests.conftest import LiveServer
@@ -95,7 +97,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     directory: Path = tmp_path_factory.mktemp("external")
     url = f"sqlite:///{directory / 'trainlens.db'}"
     upgrade_to_head(url)
-    live = LiveServer(directory / "live", url, {"TRAINLENS_RULES_CLOCK_SECONDS": "0.3", "TRAINLENS_RULES_SETTLE_SECONDS": "0.3"})
+    env = {"TRAINLENS_RULES_CLOCK_SECONDS": "0.3", "TRAINLENS_RULES_SETTLE_SECONDS": "0.3"}
+    live = LiveServer(directory / "live", url, env)
     try:
         live.wait_ready()
         yield live
@@ -163,3 +166,58 @@ def _table() -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = [" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
     return "\n".join(lines)
+
+
+def _hf_trainer(text: str, output_dir: Path, lr: float, schedule: str, url: str) -> Any:
+    """A tiny GPT-2 from its config (nothing fetched) trained by HF's Trainer on the
+    corpus, characters as tokens, logged through TrainlensCallback."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing fetched
+    import transformers
+
+    from trainlens.integrations.transformers import TrainlensCallback
+
+    torch.set_num_threads(1)
+    chars = sorted(set(text))
+    ids = torch.tensor([chars.index(c) for c in text[:20_000]])
+    blocks = ids[: len(ids) // 32 * 32].view(-1, 32)
+    rows = [{"input_ids": row, "labels": row} for row in blocks]
+    config = transformers.GPT2Config(
+        n_layer=2, n_head=2, n_embd=48, vocab_size=len(chars), n_positions=32
+    )
+    torch.manual_seed(0)
+    args = transformers.TrainingArguments(
+        output_dir=str(output_dir), run_name=f"hf lr={lr}", max_steps=80,
+        per_device_train_batch_size=16, per_device_eval_batch_size=16, learning_rate=lr,
+        warmup_steps=10, lr_scheduler_type=schedule, max_grad_norm=1.0, logging_steps=1,
+        eval_strategy="steps", eval_steps=20, save_strategy="no", report_to="none",
+        use_cpu=True, disable_tqdm=True, seed=0,
+    )  # fmt: skip
+    callback = TrainlensCallback(url=url, system_metrics=False)
+    trainer = transformers.Trainer(
+        model=transformers.GPT2LMHeadModel(config), args=args, train_dataset=rows[:-16],
+        eval_dataset=rows[-16:], callbacks=[callback],
+    )  # fmt: skip
+    return trainer, callback
+
+
+@pytest.mark.parametrize(
+    ("lr", "schedule", "cause"), [(1e-3, "cosine", None), (1.0, "constant", "lr_too_high")]
+)
+def test_hf_trainer_through_the_callback(
+    server: LiveServer, text: str, tmp_path: Path, lr: float, schedule: str, cause: str | None
+) -> None:
+    trainer, callback = _hf_trainer(text, tmp_path, lr, schedule, server.url)
+    trainer.train()
+    assert callback.run_id is not None
+    with httpx.Client(base_url=server.url) as client:
+        diagnosis = _settled(server, client, callback.run_id)
+        findings = client.get(f"/api/runs/{callback.run_id}/findings").json()
+    causes = [d["cause"] for d in diagnosis["diagnoses"]]
+    critical = [(f["code"], f["first_step"]) for f in findings if f["severity"] == "critical"]
+    if cause is None:
+        # No critical finding and no lr cause. (A healthy HF run here shows one real 4x
+        # pre-clip grad-norm spike near its end, found as a grad_norm_spike warning.)
+        assert critical == [], critical
+        assert not {"lr_too_high", "lr_too_low"} & set(causes), causes
+    else:
+        assert causes and causes[0] == cause, (causes, critical)
