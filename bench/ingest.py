@@ -160,12 +160,13 @@ def rest(rows: list[dict[str, Any]], url: str) -> float:
     return len(rows) * len(KEYS) / elapsed
 
 
-def client(rows: list[dict[str, Any]], url: str) -> float:
+def client(rows: list[dict[str, Any]], url: str, tmp: Path) -> float:
     """The trainlens client, as a training script uses it: run.log() per step, then
-    finish(), which returns once everything is on the server."""
+    finish(), which returns once everything is on the server. Rows beyond its memory
+    buffer spill to its journal, kept in `tmp` (not in the working directory)."""
     import trainlens
 
-    run = trainlens.init(name="bench", url=url, system_metrics=False)
+    run = trainlens.init(name="bench", url=url, system_metrics=False, offline_dir=tmp / "journal")
     started = time.perf_counter()
     for row in rows:
         run.log(row["metrics"], step=row["step"])
@@ -205,14 +206,14 @@ def measure(rows: list[dict[str, Any]], repeats: int, postgres_url: str | None) 
             with live_server(f"sqlite:///{tmp}/trainlens.db", tmp / "data") as url:
                 record("sqlite REST bulk", rest, rows, url)
                 if _has_client():
-                    record("sqlite client log()", client, rows, url)
+                    record("sqlite client log()", client, rows, url, tmp)
             if postgres_url:
                 _reset_postgres(postgres_url)
                 record("postgresql raw COPY", raw_copy, rows, postgres_url)
                 with live_server(postgres_url, tmp / "data-pg") as url:
                     record("postgresql REST bulk", rest, rows, url)
                     if _has_client():
-                        record("postgresql client log()", client, rows, url)
+                        record("postgresql client log()", client, rows, url, tmp)
     print(f"{len(rows):,} rows x {len(KEYS)} keys, {REQUEST_ROWS:,}-row requests, ", end="")
     print(f"{repeats} repeats, interleaved")
     print(f"{'path':28} {'values/s (median)':>18}")

@@ -8,6 +8,8 @@
         run.log({"train/loss": loss, "train/grad_norm": grad_norm, "train/lr": lr}, step=step)
     run.finish()
 
+    trainlens.history(run.id, ["train/loss"]).columns["train/loss"]  # every point, read back
+
 The server comes from `url=` or TRAINLENS_URL (default http://127.0.0.1:8000), the token
 from `token=` or TRAINLENS_TOKEN. When the server cannot be reached the run logs
 offline to ./trainlens-runs/ (TRAINLENS_OFFLINE_DIR); `trainlens sync PATH` uploads it.
@@ -21,9 +23,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from trainlens.client import Run, current, set_current, start
+from trainlens.reader import History, history
 from trainlens.settings import ClientSettings
 
-__all__ = ["Run", "finish", "init", "log", "run"]
+__all__ = ["History", "Run", "finish", "history", "init", "log", "run"]
 
 run: Run | None = None
 """The run started last by `init()` and not yet finished."""

@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -28,6 +28,9 @@ from trainlens.system import SystemMonitor
 from trainlens.transport import OfflineTransport, Transport
 from trainlens.uploader import describe_error, response_detail
 from trainlens.wire import MAX_STEP, check_metrics, check_step, encode_float
+
+if TYPE_CHECKING:
+    from trainlens.reader import History
 
 log = logging.getLogger("trainlens")
 
@@ -145,6 +148,22 @@ class Run:
         if not isinstance(text, str):
             raise TypeError(f"text must be a string, not {type(text).__name__}")
         self.transport.put_sample(check_step(step), text, time.time())
+
+    def history(
+        self,
+        keys: list[str] | str | None = None,
+        start: int | None = None,
+        end: int | None = None,
+        page_size: int = 10_000,
+    ) -> History:
+        """What the server holds of this run at full resolution, as `trainlens.history`
+        returns it (`flush()` first to include rows still on their way)."""
+        if self.id is None:
+            raise RuntimeError("an offline run is not on a server: trainlens sync it first")
+        from trainlens.reader import history
+
+        url, token = self.settings.url, self.settings.token
+        return history(self.id, keys, start, end, url=url, token=token, page_size=page_size)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything logged so far reached the server; False on timeout."""

@@ -7,9 +7,6 @@ import { api, apiUrl } from "./api.js";
 import { el, formatCount, formatNumber, formatTime } from "./format.js";
 
 const LOG_POLL_MS = 1000;
-// The diagnosis API (GET /api/runs/{id}/diagnosis) comes with the rule engine's
-// grouping of findings; until the server has it, asking would log a 404 on every page.
-const DIAGNOSIS_API = false;
 const LOG_KEEP_CHARS = 200_000;
 
 /** "Queued: 2nd in line …" / "Starting: building the model": never a blank page. */
@@ -66,14 +63,7 @@ export class DiagnosisCard {
   }
 
   async load(runId) {
-    if (!DIAGNOSIS_API) return;
-    try {
-      this.render(await api(`/runs/${runId}/diagnosis`));
-    } catch (error) {
-      // A server without the diagnosis API: the findings panel stands alone.
-      if (error.status === 404) this.host.hidden = true;
-      else throw error;
-    }
+    this.render(await api(`/runs/${runId}/diagnosis`));
   }
 
   render(diagnosis) {
@@ -82,12 +72,13 @@ export class DiagnosisCard {
       this.host.replaceChildren(el("p", { className: "muted diagnosis-line" }, "Diagnosis: no data yet."));
       return;
     }
-    if (diagnosis.state === "healthy" || !diagnosis.diagnoses?.length) {
-      this.host.replaceChildren(el("p", { className: "diagnosis-line healthy" }, "Diagnosis: no problems found."));
+    // Healthy with info-level notes still shows them; only an empty list is one line.
+    if (!diagnosis.diagnoses?.length) {
+      this.host.replaceChildren(el("p", { className: "diagnosis-line healthy" }, "No findings: nothing looks wrong with this run so far."));
       return;
     }
     const [root, ...others] = diagnosis.diagnoses;
-    this.host.replaceChildren(this.card(root, true), ...others.map((item) => this.card(item, false)));
+    this.host.replaceChildren(this.card(root, root.severity !== "info"), ...others.map((item) => this.card(item, false)));
   }
 
   card(item, root) {
@@ -98,8 +89,10 @@ export class DiagnosisCard {
       onclick: (event) => { event.preventDefault(); this.onZoom(item); } }, `Show the evidence (${steps})`) : null;
     const symptoms = item.symptoms?.length ? el("details", { className: "symptoms" },
       el("summary", {}, `${item.symptoms.length} symptom(s)`),
-      el("ul", {}, item.symptoms.map((symptom) => el("li", {}, symptom.title,
-        symptom.layers?.length ? el("span", { className: "muted" }, ` (${symptom.layers.join(", ")})`) : null)))) : null;
+      el("ul", {}, item.symptoms.map((symptom) => el("li", { dataset: { code: symptom.code } }, symptom.title,
+        // Per-layer titles already name their layers ("... (2 layers: h0.mlp, h1.mlp)").
+        symptom.layers?.length && !symptom.layers.every((layer) => symptom.title.includes(layer))
+          ? el("span", { className: "muted" }, ` (${symptom.layers.join(", ")})`) : null)))) : null;
     return el("article", { className: `diagnosis sev-border-${item.severity} ${root ? "root" : ""}`,
       dataset: { cause: item.cause } },
     el("div", { className: "finding-head" }, el("span", { className: `sev sev-${item.severity}` }, item.severity),
