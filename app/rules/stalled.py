@@ -24,9 +24,6 @@ class StalledThresholds(Thresholds):
     window: int = Field(default=50, ge=2)
     # points whose longest pause counts
     gap_window: int = Field(default=500, ge=2)
-    # A client that heartbeats apart from its data and whose heartbeats stopped this long
-    # ago has died: its run is crashed (the heartbeat watchdog's status), not stalled.
-    heartbeat_timeout_seconds: float = Field(default=60.0, gt=0)
 
 
 class Stalled(Rule):
@@ -71,14 +68,6 @@ class Stalled(Rule):
         if view.status != "running":
             # A run that is not running is not expected to write; this resolves a stall.
             return [Observation(view.last_step, False)]
-        heartbeat = view.heartbeat_time
-        if (
-            heartbeat is not None
-            and heartbeat > last_write + 1.0
-            and view.now - heartbeat > limits.heartbeat_timeout_seconds
-        ):
-            # Its heartbeats, which came apart from its data, stopped: the process died.
-            return [Observation(view.last_step, False, evidence={"heartbeat_stopped": True})]
         since = max(last_write, view.status_since or last_write)
         silent_for = view.now - since
         interval, gap = _pace(view, limits.window, limits.gap_window)
@@ -89,6 +78,13 @@ class Stalled(Rule):
             threshold = max(threshold, limits.gap_multiple * gap)
         if not silent_for > threshold:
             return [Observation(view.last_step, False)]
+        heartbeat = view.heartbeat_time
+        if heartbeat is not None and heartbeat - since <= threshold:
+            # No sign of life since the silence passed the threshold. A process that
+            # died right after a write looks the same as a hung one until then; the
+            # heartbeat watchdog marks a dead one crashed when its heartbeats stay away,
+            # so a stall needs a heartbeat (or a worker's) that proves the process alive.
+            return [Observation(view.last_step, False, evidence={"awaiting_heartbeat": True})]
         evidence = {
             "last_step": view.last_step,
             "seconds_without_write": round(silent_for, 1),

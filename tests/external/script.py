@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from trainer.tracking import Run
+import trainlens
 
 
 @dataclass
@@ -48,6 +48,7 @@ class Recipe:
     stall_at: int | None = None  # the script hangs this long before this step
     stall_seconds: float = 0.0
     rules: dict[str, Any] = field(default_factory=dict)  # per-run rule overrides
+    client: dict[str, Any] = field(default_factory=dict)  # trainlens.init options
 
 
 class Block(nn.Module):
@@ -91,6 +92,9 @@ class TinyGPT(nn.Module):
 
 def train(url: str, name: str, r: Recipe, text: str) -> int:
     """Train per the recipe, logging to the server at `url`; returns the run id."""
+    # One thread: a tiny model gains nothing from more, and on a busy CI machine the
+    # thread pool's contention costs 20x.
+    torch.set_num_threads(1)
     torch.manual_seed(r.seed)
     text = text[: r.corpus_chars]
     chars = sorted(set(text))
@@ -141,30 +145,31 @@ def train(url: str, name: str, r: Recipe, text: str) -> int:
         "weight_decay": r.weight_decay, "beta2": r.beta2, "schedule": "cosine",
         "batch_size": r.batch_size, "block_size": r.block_size, "rules": r.rules,
     }  # fmt: skip
-    run = Run.create(url, name=name, config=config)
-    with run:
-        for it in range(r.max_steps):
-            if it == r.stall_at:
-                time.sleep(r.stall_seconds)  # a hung data loader, a full disk, ...
-            if it == r.nan_weight_at:
-                with torch.no_grad():
-                    model.blocks[0].mlp[0].weight[0, 0] = float("nan")
-            lr = get_lr(it)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            if it % r.eval_interval == 0 or it == r.max_steps - 1:
-                run.log(it, {"val/loss": estimate_loss()})  # eval at the top of the step
-            x, y = get_batch("train")
-            if it == r.bad_batch_at:
-                x = torch.randint(len(chars), x.shape, generator=generator)
-                y = torch.randint(len(chars), y.shape, generator=generator)
-            loss = model(x, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), r.grad_clip or math.inf)
-            optimizer.step()
-            run.log(
-                it,
-                {"train/loss": float(loss), "train/grad_norm": float(norm), "train/lr": lr},
-            )
+    run = trainlens.init(name=name, config=config, url=url, **r.client)
+    for it in range(r.max_steps):
+        if it == r.stall_at:
+            time.sleep(r.stall_seconds)  # a hung data loader, a full disk, ...
+        if it == r.nan_weight_at:
+            with torch.no_grad():
+                model.blocks[0].mlp[0].weight[0, 0] = float("nan")
+        lr = get_lr(it)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        if it % r.eval_interval == 0 or it == r.max_steps - 1:
+            run.log({"val/loss": estimate_loss()}, step=it)  # eval at the top of the step
+        x, y = get_batch("train")
+        if it == r.bad_batch_at:
+            x = torch.randint(len(chars), x.shape, generator=generator)
+            y = torch.randint(len(chars), y.shape, generator=generator)
+        loss = model(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), r.grad_clip or math.inf)
+        optimizer.step()
+        run.log(
+            {"train/loss": loss.item(), "train/grad_norm": float(norm), "train/lr": lr},
+            step=it,
+        )
+    run.finish()
+    assert run.id is not None, "the run went offline"
     return run.id

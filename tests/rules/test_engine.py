@@ -266,7 +266,12 @@ def test_a_running_run_that_goes_quiet_is_stalled_until_steps_resume(
     ingest(app_client, run_id, rows(0, 20))
     engine.poll()
     assert engine.evaluate_run(run_id, clock_only=True) == []
-    later["seconds"] = 3600.0  # an hour passes with no new step
+    later["seconds"] = 3600.0  # an hour passes with no new step ...
+    assert engine.evaluate_run(run_id, clock_only=True) == []  # ... alive? no sign yet
+    with engine.db.session(write=True) as session:  # ... and its client beats on
+        run = session.get(Run, run_id)
+        assert run is not None
+        run.heartbeat_at = time.time() + 3599
     (stalled,) = engine.evaluate_run(run_id, clock_only=True)
     assert stalled.code == "stalled" and stalled.severity == "critical"
     assert stalled.last_step == 19 and stalled.evidence["seconds_without_write"] >= 3600

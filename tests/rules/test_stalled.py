@@ -84,13 +84,19 @@ def test_time_stopped_or_queued_before_a_resume_does_not_count() -> None:
     assert not observation.active
 
 
-def test_heartbeats_that_go_on_mean_stalled_and_heartbeats_that_stopped_mean_crashed() -> None:
+def test_heartbeats_that_go_on_mean_stalled_and_heartbeats_that_stopped_mean_not_stalled() -> None:
     alive = _view(silent_for=600)
     alive.heartbeat_time = alive.now - 2  # the client's heartbeat thread still beats
     (observation,) = Stalled().check(alive, LIMITS)
     assert observation.active
     dead = _view(silent_for=600)
     assert dead.last_write_time is not None
-    dead.heartbeat_time = dead.last_write_time + 30  # beat on for 30 s, then stopped
+    # Beat on for 30 s, then stopped (the watchdog will mark it crashed): no heartbeat
+    # proves the process alive once the silence passed the 60 s threshold.
+    dead.heartbeat_time = dead.last_write_time + 30
     (observation,) = Stalled().check(dead, LIMITS)
-    assert not observation.active and observation.evidence["heartbeat_stopped"] is True
+    assert not observation.active and observation.evidence["awaiting_heartbeat"] is True
+    just_died = _view(silent_for=600)
+    just_died.heartbeat_time = just_died.last_write_time  # died right after its last write
+    (observation,) = Stalled().check(just_died, LIMITS)
+    assert not observation.active
