@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -168,14 +169,56 @@ class LiveServer:
         raise TimeoutError(f"server not ready: {self.log_path.read_text()[-3000:]}")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process_tree(self.process, timeout=40)
         self._log.close()
+
+
+def stop_process_tree(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM, as a user's Ctrl-C or `docker stop` would, so the process stops its own
+    children gracefully; after `timeout`, SIGKILL it. Either way, any descendant still
+    alive then (an embedded worker, a training child in its own process group) is killed
+    too: a test never leaves a process behind."""
+    try:
+        descendants = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        descendants = []
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    for child in descendants:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(descendants, timeout=10)
+
+
+def leftover_processes() -> list[psutil.Process]:
+    """Processes of this checkout's commands (`app.cli`, `trainer.*`, `trainlens`) run by
+    this interpreter that outlived the test that started them (reparented to init)."""
+    found = []
+    for candidate in psutil.process_iter(["pid", "ppid", "cmdline"]):
+        cmdline = candidate.info["cmdline"] or []
+        if candidate.info["ppid"] != 1 or not cmdline or cmdline[0] != sys.executable:
+            continue
+        if any(part.startswith(("app.cli", "trainer.", "trainlens")) for part in cmdline[1:]):
+            found.append(candidate)
+    return found
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    leftovers = leftover_processes()
+    if not leftovers:
+        return
+    for process in leftovers:
+        process.kill()
+    names = "; ".join(" ".join(p.info["cmdline"])[:120] for p in leftovers)
+    print(f"\nFAILED: the suite left {len(leftovers)} process(es) running: {names}")
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def _serve(data_dir: Path, database_url: str, **kwargs: object) -> Iterator[LiveServer]:

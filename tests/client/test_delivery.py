@@ -116,6 +116,11 @@ def test_a_long_outage_spills_to_disk_not_memory_and_catches_up(
             most_buffered = max(most_buffered, run.transport.buffered())
         assert most_buffered <= 100
         assert (run.folder / "metrics.jsonl").exists()  # the overflow went to disk
+        # The loop can outrun the sender: let it meet the outage before the server is back.
+        deadline = time.monotonic() + 30
+        while not any(r.name == "trainlens" for r in caplog.records):
+            assert time.monotonic() < deadline, "the client never said the server was away"
+            time.sleep(0.05)
         proxy.mode = "ok"
         assert run.flush(timeout=60)
         run.finish()

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from tests.conftest import ROOT, LiveServer
+from tests.conftest import ROOT, LiveServer, stop_process_tree
 
 T = TypeVar("T")
 
@@ -76,13 +76,7 @@ class WorkerProcess:
         )
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process_tree(self.process, timeout=30)
         self._log.close()
 
 
