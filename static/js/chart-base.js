@@ -397,12 +397,17 @@ export class ChartBase {
 
   /** Draw the appended points soon: one redraw however many events arrived meanwhile. */
   requestFlush() {
-    if (!this.extensions.size || !this.onScreen) return;
+    if ((!this.extensions.size && !this.decorationsStale) || !this.onScreen) return;
     queueFlush(this);
   }
 
   flushNow() {
-    if (this.fetchController || !this.extensions.size) return;
+    if (this.fetchController) return; // its render draws the points and the marks
+    if (this.decorationsStale && this.plotted) {
+      this.decorationsStale = false;
+      this.redecorate();
+    }
+    if (!this.extensions.size) return;
     this.flush();
     this.extensions.clear();
     this.showNote(this.describeData());
@@ -458,19 +463,20 @@ export class ChartBase {
   setFindings(findings) {
     this.findings = findings;
     // A firing episode is updated on every step it lasts; only a change in what is drawn
-    // is worth a relayout, and relayout is the costly part of a live page: at most one a
-    // second per chart, the latest always landing.
+    // is worth a relayout, and relayout is the costly part of a live page: a dozen charts
+    // relayouting together held the main thread for most of a second under load, and the
+    // loss chart's next point waited behind them. A marker sits at the first step, so a
+    // later last step redraws only the selected finding's band. The relayout goes
+    // through the page's redraw queue: the first chart at once, the others paced and
+    // spread over frames like their points.
     const signature = this.findings
-      .map((f) => `${f.id}:${f.first_step}:${f.last_step}:${f.severity}:${f.state}`).join("|");
+      .map((f) => `${f.id}:${f.first_step}:${f.id === this.selectedFinding ? f.last_step : ""}:${f.severity}:${f.state}`)
+      .join("|");
     if (signature === this.findingsSignature) return;
     this.findingsSignature = signature;
-    if (!this.plotted || this.redecorateTimer) return;
-    const wait = Math.max(0, 1000 - (performance.now() - (this.lastRedecorate ?? -Infinity)));
-    this.redecorateTimer = setTimeout(() => {
-      this.redecorateTimer = null;
-      this.lastRedecorate = performance.now();
-      if (this.plotted) this.redecorate();
-    }, wait);
+    if (!this.plotted) return; // the first render draws them
+    this.decorationsStale = true;
+    if (this.onScreen) queueFlush(this);
   }
 
   /** Shade one finding's steps (null: none); every finding keeps its axis marker. */
@@ -488,6 +494,7 @@ export class ChartBase {
   }
 
   redecorate() {
+    this.decorationsStale = false;
     const { shapes, annotations } = this.decorations();
     this.ownLayout(() => window.Plotly.relayout(this.plot, { shapes, annotations }));
   }
@@ -503,6 +510,7 @@ export class ChartBase {
   }
 
   baseLayout() {
+    this.decorationsStale = false; // this layout holds the latest marks
     const { shapes, annotations } = this.decorations();
     const xaxis = { title: { text: this.axis.title() }, zeroline: false, automargin: true };
     if (this.xRange) Object.assign(xaxis, { range: [...this.xRange], autorange: false });

@@ -36,7 +36,10 @@ export function findingMarks(findings, xOf, selectedId = null) {
     annotations.push({
       name: `finding-${finding.id}`, x: x0, xref: "x", y: 0, yref: "paper", yanchor: "bottom",
       text: "▲", showarrow: false, font: { color, size: 10 },
-      hovertext: `${finding.severity}: ${plotText(finding.title)} (steps ${finding.first_step}–${last})`,
+      // A firing finding's last step moves with every step; the marker does not redraw
+      // for it, so its hover text names only what stays true.
+      hovertext: `${finding.severity}: ${plotText(finding.title)} (${finding.state === "firing"
+        ? `firing since step ${finding.first_step}` : `steps ${finding.first_step}–${last}`})`,
     });
   }
   return { shapes, annotations };
