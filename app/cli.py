@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import logging
 import os
+import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
+
+import uvicorn
 
 from app.config import Settings
 
@@ -52,8 +57,6 @@ def is_loopback(host: str) -> bool:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from app.db import make_engine
     from app.main import create_app
     from app.migrations import SchemaOutOfDate, check_schema
@@ -79,59 +82,148 @@ def cmd_serve(args: argparse.Namespace) -> int:
         engine.dispose()
     app = create_app(settings)
     print(f"trainlens: serving http://{settings.host}:{settings.port}", file=sys.stderr)
-    with embedded_worker(settings):
-        # Live streams never end on their own; browsers reconnect and resume, so a
-        # restart waits only briefly for them.
-        uvicorn.run(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_level=args.log_level,
-            timeout_graceful_shutdown=2,
-        )
+    worker = EmbeddedWorker(settings) if settings.embedded_worker else None
+    # Live streams never end on their own; browsers reconnect and resume, so a restart
+    # waits only briefly for them.
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=2,
+    )
+    server = ServerStoppingWorkerFirst(config, worker)
+    if worker is not None:
+        worker.start()
+    try:
+        server.run()
+    finally:
+        if worker is not None:
+            worker.stop()
     return 0
 
 
-@contextmanager
-def embedded_worker(settings: Settings) -> Iterator[None]:
-    """`serve` runs one local worker beside itself, as a separate process: the API
-    process never imports torch, and a worker crash never takes the API down."""
-    if not settings.embedded_worker:
-        yield
-        return
-    env = {
-        **os.environ,
-        "TRAINLENS_DATA_DIR": str(settings.data_dir.resolve()),
-        "TRAINLENS_DATABASE_URL": settings.resolved_database_url,
-    }
-    worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env)
-    try:
-        yield
-    finally:
-        worker.terminate()  # it stops its runs gracefully; they become resumable
+class ServerStoppingWorkerFirst(uvicorn.Server):
+    """On SIGTERM or SIGINT, stop the embedded worker while the API still serves (its
+    runs checkpoint, their last rows and outcomes reach the API), then stop serving.
+    A second signal stops serving at once."""
+
+    def __init__(self, config: uvicorn.Config, worker: EmbeddedWorker | None) -> None:
+        super().__init__(config)
+        self.worker = worker
+        self._stopping_worker = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.worker is None or self._stopping_worker:
+            super().handle_exit(sig, frame)
+            return
+        self._stopping_worker = True
+
+        def stop_worker_then_serving() -> None:
+            assert self.worker is not None
+            self.worker.stop()
+            super(ServerStoppingWorkerFirst, self).handle_exit(sig, frame)
+            # Exit normally afterwards: uvicorn would re-raise the signal, which would
+            # skip the rest of our shutdown.
+            self._captured_signals.clear()
+
+        threading.Thread(target=stop_worker_then_serving, name="stop-worker").start()
+
+
+class EmbeddedWorker:
+    """The one local worker `serve` runs, as a separate process (the API process never
+    imports torch, and a worker crash never takes the API down). It reaches the API over
+    loopback like any remote worker; restarted with backoff when it dies; it shuts down
+    by itself if `serve` is killed outright."""
+
+    BACKOFF_MAX_SECONDS = 30.0
+    HEALTHY_AFTER_SECONDS = 60.0  # a worker that lived this long resets the backoff
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        host = settings.host
+        if host in ("0.0.0.0", "", "::"):
+            host = "127.0.0.1"
+        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        self.url = f"http://{host}:{settings.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._supervise, name="embedded-worker", daemon=True)
+
+    def start(self) -> None:
+        self._spawn()
+        self._thread.start()
+
+    def _spawn(self) -> None:
+        env = {**os.environ, "TRAINLENS_DATA_DIR": str(self.settings.data_dir.resolve())}
+        env.pop("TRAINLENS_DATABASE_URL", None)  # it reaches the API, not the database
+        token = self.settings.worker_token or self.settings.token
+        if token:
+            env["TRAINLENS_WORKER_TOKEN"] = token
+        command = [
+            sys.executable,
+            "-m",
+            "trainer.worker",
+            "--url",
+            self.url,
+            "--name",
+            f"{socket.gethostname()}:embedded",
+            "--parent-pid",
+            str(os.getpid()),
+        ]
+        with self._lock:
+            if self._stop.is_set():
+                return
+            # Its own session: a terminal's Ctrl-C reaches serve, which stops the worker
+            # in order, rather than every process at once.
+            self.process = subprocess.Popen(command, env=env, start_new_session=True)
+
+    def _supervise(self) -> None:
+        backoff = 1.0
+        while not self._stop.is_set():
+            process = self.process
+            if process is None:
+                return
+            started = time.monotonic()
+            code = process.wait()
+            if self._stop.is_set():
+                return
+            if time.monotonic() - started > self.HEALTHY_AFTER_SECONDS:
+                backoff = 1.0
+            print(
+                f"trainlens: the embedded worker exited with {code}; restarting in {backoff:.0f} s",
+                file=sys.stderr,
+            )
+            if self._stop.wait(backoff):
+                return
+            backoff = min(backoff * 2, self.BACKOFF_MAX_SECONDS)
+            self.restarts += 1
+            self._spawn()
+
+    def stop(self) -> None:
+        """SIGTERM: the worker stops its runs gracefully (they checkpoint and become
+        resumable); after the grace period and a margin, its process group is killed."""
+        with self._lock:
+            self._stop.set()
+            process = self.process
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
         try:
-            worker.wait(timeout=settings.stop_grace_seconds + 5)
+            process.wait(timeout=self.settings.stop_grace_seconds + 10)
         except subprocess.TimeoutExpired:
-            worker.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
-def cmd_worker(args: argparse.Namespace) -> int:
-    from app.db import make_engine
-    from app.migrations import SchemaOutOfDate, check_schema
-    from trainer.worker import main as worker_main
-
-    settings = _settings(args)
-    engine = make_engine(settings.resolved_database_url)
-    try:
-        check_schema(engine, settings.resolved_database_url, auto_migrate=False)
-    except SchemaOutOfDate as error:
-        print(f"trainlens: {error}", file=sys.stderr)
-        return 1
-    finally:
-        engine.dispose()
-    if args.slots is not None:
-        settings.worker_slots = args.slots
-    return worker_main(settings)
+def cmd_worker(argv: list[str]) -> int:
+    """A worker reaches the API, not the database. This process becomes
+    `python -m trainer.worker` (exec: same pid, signals reach it), so this package never
+    imports the trainer."""
+    os.execv(sys.executable, [sys.executable, "-m", "trainer.worker", *argv])
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -155,9 +247,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(argv: list[str]) -> int:
-    from trainer.cli import main as train_main
-
-    return train_main(argv)
+    # Training imports torch: this process becomes the trainer's (exec), so this package
+    # never imports it.
+    os.execv(sys.executable, [sys.executable, "-m", "trainer.cli", *argv])
 
 
 def _add_storage_args(parser: argparse.ArgumentParser) -> None:
@@ -187,12 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(handler=cmd_serve)
 
-    worker = commands.add_parser("worker", help="claim and train queued runs")
-    _add_storage_args(worker)
-    worker.add_argument(
-        "--slots", type=int, help="concurrent runs (default: one per GPU, 1 on CPU)"
-    )
-    worker.set_defaults(handler=cmd_worker)
+    commands.add_parser("worker", help="claim and train queued runs (see `trainlens worker -h`)")
 
     migrate = commands.add_parser("migrate", help="bring the database schema up to date")
     _add_storage_args(migrate)
@@ -216,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "train":
         # The trainer owns its flags (one per TrainConfig field).
         return cmd_train(argv[1:])
+    if argv and argv[0] == "worker":
+        return cmd_worker(argv[1:])
     args = build_parser().parse_args(argv)
     return int(args.handler(args))
 

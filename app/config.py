@@ -26,6 +26,11 @@ class Settings(BaseSettings):
         description="when set, /api requires this bearer token (or a session cookie from "
         "POST /api/session); empty means no token",
     )
+    worker_token: str | None = Field(
+        default=None,
+        description="a second bearer token for workers: it reaches only the worker endpoints "
+        "(/api/workers/...) and the metric and sample ingest; the main token works too",
+    )
     session_hours: float = Field(default=12.0, gt=0, description="lifetime of a login session")
     # Comma-separated in the environment. The loopback names and `host` are always served
     # (a rebinding page cannot make a browser send them), so health checks keep working.
@@ -102,7 +107,7 @@ class Settings(BaseSettings):
         default_factory=RuleSettings, description="thresholds of every rule, by rule code"
     )
 
-    @field_validator("token", mode="before")
+    @field_validator("token", "worker_token", mode="before")
     @classmethod
     def _empty_token_is_none(cls, value: Any) -> Any:
         # Compose and shells pass unset variables as "": that must mean "no token", not

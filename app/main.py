@@ -35,6 +35,8 @@ from app.runs.router import router as runs_router
 from app.runs.watchdog import Watchdog
 from app.stream.hub import EventHub
 from app.stream.router import router as stream_router
+from app.workers.router import router as workers_router
+from app.workers.service import list_workers
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
@@ -98,15 +100,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         datasets_router,
         stream_router,
         estimate_router,
+        workers_router,
     ):
         app.include_router(router, prefix="/api")
 
     @app.get("/healthz", tags=["health"], response_model=None)
-    def healthz() -> dict[str, str] | JSONResponse:
-        """The API can serve: the database answers a query; and its schema revision."""
+    def healthz() -> dict[str, str | int] | JSONResponse:
+        """The API can serve: the database answers a query; its schema revision, and how
+        many workers hold a fresh lease."""
         try:
             with db.session() as session:
                 session.execute(text("SELECT 1"))
+                # Workers whose lease is fresh: 0 means queued runs will wait.
+                workers_alive = sum(w.alive for w in list_workers(session, settings))
             revision = current_revision(db.engine) or "none"
         except SQLAlchemyError as error:
             detail = f"database unreachable: {type(error).__name__}"
@@ -116,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "version": VERSION,
             "database": db.engine.dialect.name,
             "schema_revision": revision,
+            "workers_alive": workers_alive,
         }
 
     @app.get("/vendor/plotly.min.js", include_in_schema=False)
@@ -133,7 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         limit=settings.max_body_bytes,
         limits_by_path={"/api/datasets": settings.dataset_body_bytes},
     )
-    app.add_middleware(ApiGuard, token=settings.token)
+    app.add_middleware(ApiGuard, token=settings.token, worker_token=settings.worker_token)
     app.add_middleware(HostCheck, allowed_hosts=settings.effective_allowed_hosts)
     app.add_middleware(ServerTiming)
     return app

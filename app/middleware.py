@@ -6,6 +6,7 @@ Each refuses a request before the application (or any body parser) sees it."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from email.message import Message as MimeMessage
 from http.cookies import CookieError, SimpleCookie
@@ -109,6 +110,11 @@ def _session_cookie(headers: Headers) -> str:
     return morsel.value if morsel is not None else ""
 
 
+# What the worker token reaches: the worker endpoints, and a launched run's metric and
+# sample ingest (its training child logs through the same client users' scripts use).
+WORKER_PATHS = re.compile(r"^/api/workers(/.*)?$|^/api/runs/[0-9]+/(metrics|samples)$")
+
+
 class ApiGuard:
     """Who may call /api, and from where.
 
@@ -123,9 +129,10 @@ class ApiGuard:
       can send are refused, so a page the user visits cannot steer local runs.
     """
 
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
+    def __init__(self, app: ASGIApp, token: str | None, worker_token: str | None = None) -> None:
         self.app = app
         self.token = token
+        self.worker_token = worker_token
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/api"):
@@ -139,6 +146,14 @@ class ApiGuard:
             credential = bearer_credential(authorization)
             if self.token is None or (
                 credential is not None and token_matches(credential, self.token)
+            ):
+                await self.app(scope, receive, send)
+                return
+            if (
+                self.worker_token is not None
+                and credential is not None
+                and token_matches(credential, self.worker_token)
+                and WORKER_PATHS.match(scope["path"])
             ):
                 await self.app(scope, receive, send)
                 return

@@ -1,12 +1,17 @@
-"""One run, in a child process of the worker: load it, train it with a database sink,
-leave a result file, exit. Under torchrun every rank runs this; rank 0 writes.
+"""One run, in a child process of the worker: read the claimed run, fetch its dataset
+over the API (cached by sha256), train it logging through the `trainlens` client,
+leave a result file, exit. Under torchrun every rank runs this; rank 0 logs.
 
-    python -m trainer.job --run-id N
+    python -m trainer.job --run-id N      # after the worker wrote runs/N/run.json
+
+The process reaches the API only (TRAINLENS_URL, TRAINLENS_WORKER_TOKEN), never the
+database.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -15,33 +20,34 @@ import sys
 import threading
 from pathlib import Path
 
-from sqlalchemy import select
+import httpx
 
-from app.config import Settings
-from app.db import Database
-from app.models import Dataset, Run, RunStatus
 from trainer.config import TrainConfig
 from trainer.corpus import BUILTIN_DATASET, builtin_corpus
 
 log = logging.getLogger("trainlens.job")
 
 RESULT_FILE = "result.json"
-POLL_SECONDS = 1.0
+RUN_FILE = "run.json"
+DATASET_CACHE = "dataset-cache"
+SHA256_HEADER = "X-Trainlens-Sha256"
+WATCH_SECONDS = 1.0
 
 
-class RunControl:
-    """Asks the loop to stop when the run is no longer `running` in the database (a stop
+class RunWatch:
+    """Asks the loop to stop when the run is no longer `running` at the API (a stop
     request, a deletion, a watchdog's verdict) or when the worker that started this
-    process has died: a run must not go on training unsupervised."""
+    process has died: a run must not go on training unsupervised. Stop requests also
+    arrive as SIGTERM from the worker; this covers a worker that is gone."""
 
     def __init__(
-        self, db: Database, run_id: int, worker_pid: int | None, stop: threading.Event
+        self, client: httpx.Client, run_id: int, worker_pid: int | None, stop: threading.Event
     ) -> None:
-        self.db, self.run_id, self.worker_pid = db, run_id, worker_pid
+        self.client, self.run_id, self.worker_pid = client, run_id, worker_pid
         self.reason: str | None = None
         self._stop = stop
         self._done = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="run-control", daemon=True)
+        self._thread = threading.Thread(target=self._watch, name="run-watch", daemon=True)
         self._thread.start()
 
     def should_stop(self) -> bool:
@@ -51,7 +57,7 @@ class RunControl:
         self._done.set()
 
     def _watch(self) -> None:
-        while not self._done.wait(POLL_SECONDS):
+        while not self._done.wait(WATCH_SECONDS):
             reason = self._check()
             if reason is not None:
                 self.reason = reason
@@ -62,16 +68,15 @@ class RunControl:
         if self.worker_pid is not None and not _alive(self.worker_pid):
             return f"worker process {self.worker_pid} vanished"
         try:
-            with self.db.session() as session:
-                status = session.scalar(select(Run.status).where(Run.id == self.run_id))
-        except Exception:  # a database hiccup is no reason to stop training
-            log.exception("could not read the run's status")
-            return None
-        if status is None:
+            response = self.client.get(f"/api/workers/runs/{self.run_id}", timeout=10)
+        except httpx.HTTPError:
+            return None  # the API away for a moment is no reason to stop training
+        if response.status_code == 404:
             return "run deleted"
-        if status != RunStatus.running:
-            return f"run is {status}"
-        return None
+        if not response.is_success:
+            return None
+        status = response.json()["status"]
+        return None if status == "running" else f"run is {status}"
 
 
 def _alive(pid: int) -> bool:
@@ -81,17 +86,43 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # a killed parent not yet reaped is a zombie: dead all the same
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
-def dataset_text(db: Database, settings: Settings, name: str) -> str:
+def dataset_text(client: httpx.Client, data_dir: Path, name: str, sha256: str | None) -> str:
+    """The corpus's text: built in, or downloaded once per content into the data dir's
+    cache (checked against its sha256), so workers share no disk with the API."""
     if name == BUILTIN_DATASET:
         return builtin_corpus()
-    with db.session() as session:
-        dataset = session.scalar(select(Dataset).where(Dataset.name == name))
-    if dataset is None:
+    if sha256 is None:
         raise ValueError(f"dataset {name!r} not found")
-    return (settings.datasets_dir / dataset.filename).read_text(encoding="utf-8")
+    cached = data_dir / DATASET_CACHE / f"{sha256}.txt"
+    if not cached.exists():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_suffix(f".{os.getpid()}.partial")
+        digest = hashlib.sha256()
+        with client.stream("GET", f"/api/workers/datasets/{name}") as response:
+            if response.is_error:
+                response.read()
+                raise FileNotFoundError(
+                    f"dataset {name!r}: the API answered {response.status_code}: "
+                    f"{response.text[:300]}"
+                )
+            with partial.open("wb") as out:
+                for chunk in response.iter_bytes():
+                    digest.update(chunk)
+                    out.write(chunk)
+        if digest.hexdigest() != sha256:
+            partial.unlink(missing_ok=True)
+            raise ValueError(
+                f"dataset {name!r}: downloaded text has sha256 {digest.hexdigest()[:12]}…, "
+                f"expected {sha256[:12]}… (it changed on the server?)"
+            )
+        os.replace(partial, cached)
+    return cached.read_text(encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,35 +136,35 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
 
     # Imported here: the torch import is this process's business, not the worker's.
-    from trainer.sink import DatabaseSink, NullSink
+    from trainer.sink import ClientSink, NullSink
     from trainer.train import train
 
-    settings = Settings()
-    db = Database(settings.resolved_database_url)
-    with db.session() as session:
-        run = session.get(Run, args.run_id)
-        if run is None:
-            print(f"run {args.run_id} not found", file=sys.stderr)
-            return 2
-        config = TrainConfig(**run.config)
-    out_dir = settings.runs_dir / str(args.run_id)
+    url = os.environ.get("TRAINLENS_URL", "http://127.0.0.1:8000").rstrip("/")
+    token = os.environ.get("TRAINLENS_WORKER_TOKEN") or os.environ.get("TRAINLENS_TOKEN") or None
+    data_dir = Path(os.environ.get("TRAINLENS_DATA_DIR", "./var"))
+    out_dir = data_dir / "runs" / str(args.run_id)
+    claimed = json.loads((out_dir / RUN_FILE).read_text())
+    config = TrainConfig(**claimed["config"])
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     log.info("run %d: rank %d of %d", args.run_id, rank, world)
     is_main = rank == 0
     worker_pid = os.environ.get("TRAINLENS_WORKER_PID")
-    control = RunControl(db, args.run_id, int(worker_pid) if worker_pid else None, stop)
-    sink = DatabaseSink(db, args.run_id) if is_main else NullSink()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    client = httpx.Client(base_url=url, headers=headers, timeout=60)
+    watch = RunWatch(client, args.run_id, int(worker_pid) if worker_pid else None, stop)
+    sink = ClientSink(url, args.run_id, token, out_dir / "unsent") if is_main else NullSink()
     try:
-        log.info("loading dataset %s", config.dataset)
-        text = dataset_text(db, settings, config.dataset)
+        dataset = claimed["dataset"]
+        log.info("loading dataset %s", dataset["name"])
+        text = dataset_text(client, data_dir, dataset["name"], dataset["sha256"])
         resume = (out_dir / "ckpt_latest.pt").exists()
-        result = train(config, text, out_dir, sink, control, resume=resume)
+        result = train(config, text, out_dir, sink, watch, resume=resume)
     finally:
-        control.close()
+        watch.close()
         sink.close()
-        db.dispose()
+        client.close()
     if is_main:
-        reason = control.reason or result.reason
+        reason = watch.reason or result.reason
         record = {"status": result.status, "step": result.step, "reason": reason}
         _write_result(out_dir, record)
     return 0

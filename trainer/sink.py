@@ -1,24 +1,21 @@
 """Where the training loop's metrics and text samples go.
 
 The loop only knows the `MetricSink` protocol. `JsonlSink` writes files next to the
-checkpoints; database and HTTP sinks live here too. Values are Python floats; non-finite
-values are written as the strings "NaN", "Infinity", "-Infinity" so that every line is
-valid RFC 8259 JSON. Torch-free.
+checkpoints; `ClientSink` sends a launched run to the API through the `trainlens` client.
+Values are Python floats; in JSONL, non-finite values are written as the strings "NaN",
+"Infinity", "-Infinity" so that every line is valid RFC 8259 JSON. Torch-free.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any, Protocol, runtime_checkable
 
-from app.db import Database
-from app.jsonutil import encode_float
-from app.metrics.store import MetricRow, MetricStore, add_sample, metric_names
+from trainlens.wire import encode_float
 
 log = logging.getLogger(__name__)
 
@@ -117,141 +114,50 @@ class NullSink:
         pass
 
 
-class BatchingSink:
-    """Hands records to a background thread that writes them in batches: one write per
-    flush, at least every `flush_seconds` and whenever `max_rows` rows are waiting.
+class ClientSink:
+    """Logs a launched run through the `trainlens` client's transport, over HTTP to the
+    API: the same path users' scripts take (one ingest path for every run). The step
+    never waits on the network; rows queue in memory and spill to a journal in the run's
+    folder while the API is away; a row the API refuses is reported once and the rest
+    land."""
 
-    `log()` only appends to a list under a lock, so the training step never waits on
-    storage. `flush()` returns once everything logged before it is written; `close()`
-    flushes and ends the thread. A failed write is retried (writes are idempotent
-    upserts), so records are never silently dropped while the process lives.
-    """
+    def __init__(self, url: str, run_id: int, token: str | None, folder: Path) -> None:
+        from trainlens.client import make_client
+        from trainlens.journal import Journal
+        from trainlens.settings import ClientSettings
+        from trainlens.transport import Transport
 
-    def __init__(self, flush_seconds: float = 0.5, max_rows: int = 1000) -> None:
-        self.flush_seconds = flush_seconds
-        self.max_rows = max_rows
-        self._rows: list[MetricRow] = []
-        self._samples: list[tuple[int, str]] = []
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._progress = threading.Condition()
-        self._handed = 0  # records handed over so far
-        self._written = 0  # records written so far
-        self._closing = False
-        self.rows_written = 0
-        self.write_seconds = 0.0
-        self._thread = threading.Thread(target=self._run, name=type(self).__name__, daemon=True)
-        self._thread.start()
+        self.settings = ClientSettings.resolve(url=url, token=token)
+        self.client = make_client(self.settings)
+        meta = {
+            "format": 1,
+            "name": None,
+            "config": {},
+            "created_at": time.time(),
+            "runs": {self.settings.url: {"id": run_id, "created_at": time.time()}},
+        }
+        self.transport = Transport(
+            self.client,
+            run_id,
+            Journal(Path(folder), meta),
+            self.settings,
+            lambda problem: log.error("run %d: %s", run_id, problem),
+        )
 
     def log(self, step: int, metrics: Mapping[str, float], wall_time: float | None = None) -> None:
-        row = MetricRow(step, dict(metrics), time.time() if wall_time is None else wall_time)
-        with self._lock:
-            self._rows.append(row)
-            self._handed += 1
-            full = len(self._rows) >= self.max_rows
-        if full:
-            self._wake.set()
+        values = {key: float(value) for key, value in metrics.items()}
+        self.transport.put_row(step, values, time.time() if wall_time is None else wall_time)
 
     def sample(self, step: int, text: str) -> None:
-        with self._lock:
-            self._samples.append((step, text))
-            self._handed += 1
+        self.transport.put_sample(step, text, time.time())
 
     def flush(self) -> None:
-        with self._lock:
-            target = self._handed
-        self._wake.set()
-        with self._progress:
-            self._progress.wait_for(lambda: self._written >= target or not self._thread.is_alive())
+        self.transport.flush(self.settings.finish_timeout)
 
     def close(self) -> None:
-        self.flush()
-        self._closing = True
-        self._wake.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait(self.flush_seconds)
-            self._wake.clear()
-            with self._lock:
-                rows, self._rows = self._rows, []
-                samples, self._samples = self._samples, []
-            if rows or samples:
-                self._write_until_done(rows, samples)
-                with self._progress:
-                    self._written += len(rows) + len(samples)
-                    self._progress.notify_all()
-            if self._closing:
-                return
-
-    def _write_until_done(self, rows: list[MetricRow], samples: list[tuple[int, str]]) -> None:
-        delay = 0.1
-        while True:
-            started = time.perf_counter()
-            try:
-                self._write(rows, samples)
-            except Exception:
-                log.exception("%s: write failed; retrying in %.1f s", type(self).__name__, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 10.0)
-                continue
-            self.write_seconds += time.perf_counter() - started
-            self.rows_written += len(rows)
-            return
-
-    def _write(self, rows: list[MetricRow], samples: list[tuple[int, str]]) -> None:
-        raise NotImplementedError
-
-
-class DatabaseSink(BatchingSink):
-    """Writes through the same store the API's ingest endpoint uses: one transaction per
-    flush holding the batch's points, its samples and its change-feed events."""
-
-    def __init__(self, db: Database, run_id: int, **kwargs: Any) -> None:
-        self.store = MetricStore(db)
-        self.run_id = run_id
-        super().__init__(**kwargs)
-
-    def _write(self, rows: list[MetricRow], samples: list[tuple[int, str]]) -> None:
-        key_ids = self.store.key_ids(metric_names(rows)) if rows else {}
-        with self.store.db.session(write=True) as session:
-            self.store.write_rows(session, self.run_id, rows, key_ids)
-            for step, text in samples:
-                add_sample(session, self.run_id, step, text)
-
-
-class HttpSink(BatchingSink):
-    """Posts batches to a trainlens server: for workers and scripts that reach the API
-    but not the database. Retried batches never duplicate (ingest is idempotent). The
-    `trainlens` client's uploader posts them, so a row the server refuses is isolated
-    and reported, and the rest of its batch lands."""
-
-    REQUEST_ROWS = 10_000
-
-    def __init__(self, api_url: str, run_id: int, token: str | None = None, **kwargs: Any) -> None:
-        import httpx
-
-        from trainlens.uploader import Uploader
-
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.client = httpx.Client(base_url=api_url.rstrip("/"), headers=headers, timeout=30)
-        self.run_id = run_id
-        self.uploader = Uploader(self.client, run_id, lambda problem: log.error("%s", problem))
-        super().__init__(**kwargs)
-
-    def _write(self, rows: list[MetricRow], samples: list[tuple[int, str]]) -> None:
-        from trainlens.wire import row_line
-
-        lines = [
-            row_line(row.step, {key: float(v) for key, v in row.metrics.items()}, row.time)
-            for row in rows
-        ]
-        for lo in range(0, len(lines), self.REQUEST_ROWS):
-            self.uploader.post_metrics(lines[lo : lo + self.REQUEST_ROWS])
-        for step, text in samples:
-            self.uploader.post_sample(json.dumps({"step": step, "text": text}).encode())
-
-    def close(self) -> None:
-        super().close()
+        if not self.transport.close(self.settings.finish_timeout):
+            log.error(
+                "some rows did not reach the API; they are kept in %s",
+                self.transport.journal.folder,
+            )
         self.client.close()

@@ -1,5 +1,10 @@
-"""The worker: claims queued runs, runs each in a child process in its own process
-group, heartbeats, and turns a dead child or a stale heartbeat into a clear status.
+"""The worker: claims queued runs from the API, runs each in a child process in its own
+process group, heartbeats, and reports how each child ended.
+
+It reaches the database only through the API (`/api/workers/...`), so a worker on
+another host needs the API URL and a token, nothing else:
+
+    trainlens worker --url http://gpu-box:8000     # token: TRAINLENS_WORKER_TOKEN
 
 Torch-free: the worker only supervises. Each run is `python -m trainer.job` (under
 `torchrun` when its config asks for nproc > 1), which imports torch in its own process.
@@ -7,9 +12,11 @@ Torch-free: the worker only supervises. Each run is `python -m trainer.job` (und
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -18,21 +25,64 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-from sqlalchemy import select
-
-from app.config import Settings
-from app.db import Database
-from app.models import Run, RunStatus
-from app.runs.lifecycle import beat, claim_next_run, mark_stale_runs, transition
+import httpx
 
 log = logging.getLogger("trainlens.worker")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULT_FILE = "result.json"
+RUN_FILE = "run.json"  # the claimed run (config, dataset), for the child to read
 OUTPUT_LOG = "output.log"
 OUTPUT_TAIL_LINES = 40
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value else default
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything a worker needs; from the environment, overridden by the command line."""
+
+    url: str = DEFAULT_URL
+    token: str | None = None
+    data_dir: Path = Path("./var")
+    name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    slots: int | None = None  # default: one per visible GPU, 1 on CPU
+    poll_seconds: float = 0.5
+    heartbeat_seconds: float = 3.0
+    stop_grace_seconds: float = 10.0
+    alive_file: Path | None = None  # touched every round, for container health checks
+    parent_pid: int | None = None  # set by `serve`: shut down when that process is gone
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> WorkerConfig:
+        env = os.environ
+        values: dict[str, Any] = {
+            "url": env.get("TRAINLENS_URL") or DEFAULT_URL,
+            "token": env.get("TRAINLENS_WORKER_TOKEN") or env.get("TRAINLENS_TOKEN") or None,
+            "data_dir": Path(env.get("TRAINLENS_DATA_DIR") or "./var"),
+            "poll_seconds": _env_float("TRAINLENS_WORKER_POLL_SECONDS", 0.5),
+            "heartbeat_seconds": _env_float("TRAINLENS_HEARTBEAT_SECONDS", 3.0),
+            "stop_grace_seconds": _env_float("TRAINLENS_STOP_GRACE_SECONDS", 10.0),
+        }
+        if env.get("TRAINLENS_WORKER_NAME"):
+            values["name"] = env["TRAINLENS_WORKER_NAME"]
+        if env.get("TRAINLENS_WORKER_SLOTS"):
+            values["slots"] = int(env["TRAINLENS_WORKER_SLOTS"])
+        if env.get("TRAINLENS_WORKER_ALIVE_FILE"):
+            values["alive_file"] = Path(env["TRAINLENS_WORKER_ALIVE_FILE"])
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        values["url"] = str(values["url"]).rstrip("/")
+        return cls(**values)
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.data_dir / "runs"
 
 
 def visible_gpus() -> list[str]:
@@ -54,7 +104,7 @@ def visible_gpus() -> list[str]:
 def child_command(run_id: int, nproc: int) -> list[str]:
     job = ["-m", "trainer.job", "--run-id", str(run_id)]
     if nproc > 1:
-        # One process per rank; rank 0 writes metrics. --standalone picks a free port.
+        # One process per rank; rank 0 logs metrics. --standalone picks a free port.
         launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
         return [sys.executable, *launcher, *job]
     return [sys.executable, *job]
@@ -65,7 +115,64 @@ def output_tail(path: Path, lines: int = OUTPUT_TAIL_LINES) -> str:
         text = path.read_text(errors="replace")
     except OSError:
         return ""
-    return "\n".join(text.splitlines()[-lines:])
+    # The API stores it as text: no NUL (PostgreSQL refuses it).
+    return "\n".join(text.splitlines()[-lines:]).replace("\x00", "\ufffd")
+
+
+class LeaseLost(Exception):
+    """The API no longer knows this process by its name: register again."""
+
+
+class WorkerApi:
+    """The worker's calls to the API. Transport errors and 5xx raise httpx errors; the
+    loop treats them as "the API is away for now" and keeps its children running."""
+
+    def __init__(self, config: WorkerConfig, instance: str) -> None:
+        headers = {"Authorization": f"Bearer {config.token}"} if config.token else {}
+        self.client = httpx.Client(base_url=config.url, headers=headers, timeout=15)
+        self.name = config.name
+        self.instance = instance
+
+    def _post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        response = self.client.post(f"/api/workers{path}", json=body)
+        if response.status_code == 409 and path != "/register":
+            raise LeaseLost(response.text)
+        response.raise_for_status()
+        return response
+
+    def register(self, slots: int) -> str | None:
+        """Take the name's lease; None when taken, else why not (another live process
+        holds the name)."""
+        body = {
+            "name": self.name,
+            "instance": self.instance,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "slots": slots,
+        }
+        response = self.client.post("/api/workers/register", json=body)
+        if response.status_code == 409:
+            return str(response.json().get("detail"))
+        response.raise_for_status()
+        return None
+
+    def heartbeat(self, run_ids: list[int]) -> dict[str, list[int]]:
+        body = {"instance": self.instance, "runs": run_ids}
+        return self._post(f"/{self.name}/heartbeat", body).json()  # type: ignore[no-any-return]
+
+    def claim(self, max_nproc: int) -> dict[str, Any] | None:
+        body = {"instance": self.instance, "max_nproc": max_nproc}
+        response = self._post(f"/{self.name}/claim", body)
+        return None if response.status_code == 204 else response.json()
+
+    def report_outcome(self, run_id: int, outcome: dict[str, Any]) -> None:
+        self._post(f"/{self.name}/runs/{run_id}/outcome", {"instance": self.instance, **outcome})
+
+    def release(self) -> None:
+        self._post(f"/{self.name}/release", {"instance": self.instance, "runs": []})
+
+    def close(self) -> None:
+        self.client.close()
 
 
 @dataclass
@@ -80,31 +187,39 @@ class Job:
     stop_sent_at: float | None = None
     killed: bool = False
     reason: str | None = None  # why the worker itself ended it, when it did
+    shutdown: bool = False  # ended because this worker shut down
 
 
-@dataclass
 class Worker:
-    settings: Settings
-    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
-
-    def __post_init__(self) -> None:
-        self.db = Database(self.settings.resolved_database_url)
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.api = WorkerApi(config, secrets.token_hex(8))
         self.gpus = visible_gpus()
-        self.slots = self.settings.worker_slots or max(1, len(self.gpus))
+        self.slots = config.slots or max(1, len(self.gpus))
         self.jobs: dict[int, Job] = {}
+        self.unreported: dict[int, dict[str, Any]] = {}  # outcomes the API has not taken yet
         self._last_beat = 0.0
+        self._registered = False
+        self._refused = False
+        self._api_away_since: float | None = None
         self._shutting_down = False
 
     # -- the loop ------------------------------------------------------------------------
 
     def run_forever(self) -> None:
-        log.info("worker %s: %d slot(s), GPUs %s", self.worker_id, self.slots, self.gpus or "none")
+        log.info(
+            "worker %s: %d slot(s), GPUs %s, API %s",
+            self.config.name,
+            self.slots,
+            self.gpus or "none",
+            self.config.url,
+        )
         signal.signal(signal.SIGTERM, self._request_shutdown)
         signal.signal(signal.SIGINT, self._request_shutdown)
         try:
             while not self._shutting_down:
                 self.tick()
-                time.sleep(self.settings.worker_poll_seconds)
+                time.sleep(self.config.poll_seconds)
         finally:
             self.shutdown()
 
@@ -112,26 +227,65 @@ class Worker:
         self._shutting_down = True
 
     def tick(self) -> None:
-        """One round: reap, supervise, heartbeat, watch for stale runs, claim."""
+        """One round: reap, heartbeat (which carries the API's stop requests), claim."""
+        if self.config.parent_pid is not None and os.getppid() != self.config.parent_pid:
+            log.warning("worker %s: the serve process is gone; shutting down", self.config.name)
+            self._shutting_down = True
+            return
         self._reap()
-        self._supervise()
-        if self.settings.worker_alive_file is not None:
-            self.settings.worker_alive_file.touch()
+        if self.config.alive_file is not None:
+            self.config.alive_file.touch()
+        try:
+            self._talk_to_api()
+        except LeaseLost as lost:
+            log.warning("worker %s: lease lost (%s); registering again", self.config.name, lost)
+            self._registered = False
+        except httpx.HTTPError as error:
+            if self._api_away_since is None:
+                self._api_away_since = time.monotonic()
+                log.warning("worker %s: API unreachable (%s); runs go on", self.config.name, error)
+            return
+        if self._api_away_since is not None:
+            log.info("worker %s: API back", self.config.name)
+            self._api_away_since = None
+
+    def _talk_to_api(self) -> None:
+        if not self._registered:
+            if not self._register():
+                return
+        self._report_outcomes()
+        # With runs going, every round asks for stop requests; idle, a beat now and then.
         now = time.monotonic()
-        if now - self._last_beat >= self.settings.heartbeat_seconds:
+        if self.jobs or now - self._last_beat >= self.config.heartbeat_seconds:
             self._last_beat = now
-            with self.db.session(write=True) as session:
-                beat(session, self.worker_id, list(self.jobs))
-                mark_stale_runs(session, self.settings.heartbeat_timeout_seconds)
-        while not self._shutting_down and len(self.jobs) < self.slots and self._claim():
-            pass
+            self._obey(self.api.heartbeat(list(self.jobs)))
+        self._enforce_grace()
+        while not self._shutting_down and len(self.jobs) < self.slots:
+            claimed = self.api.claim(max_nproc=max(1, len(self._free_gpus())))
+            if claimed is None:
+                break
+            self._launch(claimed)
+
+    def _register(self) -> bool:
+        refusal = self.api.register(self.slots)
+        if refusal is not None:
+            # Another live process holds this name (e.g. a survivor of a crashed serve):
+            # wait for it to go or its lease to expire rather than double the slot.
+            if not self._refused:
+                log.warning("worker %s: %s", self.config.name, refusal)
+            self._refused = True
+            return False
+        self._registered, self._refused = True, False
+        log.info("worker %s: registered with %s", self.config.name, self.config.url)
+        return True
 
     def shutdown(self) -> None:
-        """Stop every child gracefully (they checkpoint); runs become `interrupted`."""
+        """Stop every child gracefully (they checkpoint); report them interrupted."""
         for job in self.jobs.values():
-            job.reason = job.reason or f"worker {self.worker_id} shut down"
+            job.shutdown = True
+            job.reason = job.reason or f"worker {self.config.name} shut down"
             self._signal(job, signal.SIGTERM)
-        deadline = time.monotonic() + self.settings.stop_grace_seconds
+        deadline = time.monotonic() + self.config.stop_grace_seconds
         while self.jobs and time.monotonic() < deadline:
             self._reap()
             time.sleep(0.1)
@@ -139,35 +293,40 @@ class Worker:
             self._signal(job, signal.SIGKILL)
             job.process.wait()
         self._reap()
-        self.db.dispose()
+        try:
+            self._report_outcomes()
+            if self._registered:
+                self.api.release()
+        except (httpx.HTTPError, LeaseLost) as error:
+            log.warning(
+                "worker %s: could not report to the API at shutdown: %s", self.config.name, error
+            )
+        self.api.close()
 
-    # -- claiming and launching --------------------------------------------------------
-
-    def _claim(self) -> bool:
-        with self.db.session(write=True) as session:
-            run = claim_next_run(session, self.worker_id)
-            if run is None:
-                return False
-            run_id, nproc = run.id, int(run.config.get("nproc", 1))
-        self._launch(run_id, nproc)
-        return True
+    # -- launching -------------------------------------------------------------------------
 
     def _free_gpus(self) -> list[str]:
         taken = {gpu for job in self.jobs.values() for gpu in job.gpus}
         return [gpu for gpu in self.gpus if gpu not in taken]
 
-    def _launch(self, run_id: int, nproc: int) -> None:
-        out_dir = self.settings.runs_dir / str(run_id)
+    def _launch(self, claimed: dict[str, Any]) -> None:
+        run_id = int(claimed["id"])
+        nproc = int(claimed["config"].get("nproc", 1))
+        out_dir = self.config.runs_dir / str(run_id)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / RESULT_FILE).unlink(missing_ok=True)
+        (out_dir / RUN_FILE).write_text(json.dumps(claimed))
         gpus = self._free_gpus()[: max(1, nproc)] if self.gpus else []
         env = {
             **os.environ,
-            "TRAINLENS_DATA_DIR": str(self.settings.data_dir.resolve()),
-            "TRAINLENS_DATABASE_URL": self.settings.resolved_database_url,
+            "TRAINLENS_URL": self.config.url,
+            "TRAINLENS_DATA_DIR": str(self.config.data_dir.resolve()),
             "TRAINLENS_WORKER_PID": str(os.getpid()),
             "PYTHONUNBUFFERED": "1",
         }
+        env.pop("TRAINLENS_DATABASE_URL", None)  # the child reaches the API, not the database
+        if self.config.token:
+            env["TRAINLENS_WORKER_TOKEN"] = self.config.token
         if self.gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
         output = open(out_dir / OUTPUT_LOG, "ab")  # noqa: SIM115 - closed when reaped
@@ -182,7 +341,7 @@ class Worker:
         self.jobs[run_id] = Job(run_id, process, out_dir, output, gpus)
         log.info("run %d: started pid %d (nproc %d, GPUs %s)", run_id, process.pid, nproc, gpus)
 
-    # -- supervising ---------------------------------------------------------------------
+    # -- supervising -------------------------------------------------------------------------
 
     def _signal(self, job: Job, signum: int) -> None:
         try:
@@ -194,29 +353,24 @@ class Worker:
         if signum == signal.SIGKILL:
             job.killed = True
 
-    def _supervise(self) -> None:
-        """Act on what the API asked: stop (graceful, then killed after the grace
-        period), or deletion (killed at once)."""
-        if not self.jobs:
-            return
-        with self.db.session() as session:
-            statuses = dict(
-                session.execute(select(Run.id, Run.status).where(Run.id.in_(list(self.jobs)))).all()
-            )
-        for run_id, job in self.jobs.items():
-            status = statuses.get(run_id)
-            if status is None:
-                job.reason = "deleted"
-                self._signal(job, signal.SIGKILL)
-            elif status != RunStatus.running and job.stop_sent_at is None:
+    def _obey(self, directives: dict[str, list[int]]) -> None:
+        """Stop (gracefully) what the API asks to stop; kill what was deleted."""
+        for run_id in directives.get("kill", []):
+            if run_id in self.jobs:
+                self.jobs[run_id].reason = "deleted, or given to another worker"
+                self._signal(self.jobs[run_id], signal.SIGKILL)
+        for run_id in directives.get("stop", []):
+            job = self.jobs.get(run_id)
+            if job is not None and job.stop_sent_at is None:
                 self._signal(job, signal.SIGTERM)
-            elif (
-                job.stop_sent_at is not None
-                and not job.killed
-                and time.monotonic() - job.stop_sent_at > self.settings.stop_grace_seconds
-            ):
-                job.reason = f"did not stop within {self.settings.stop_grace_seconds:.0f} s; killed"
-                self._signal(job, signal.SIGKILL)
+
+    def _enforce_grace(self) -> None:
+        grace = self.config.stop_grace_seconds
+        for job in self.jobs.values():
+            if job.stop_sent_at is not None and not job.killed:
+                if time.monotonic() - job.stop_sent_at > grace:
+                    job.reason = f"did not stop within {grace:.0f} s; killed"
+                    self._signal(job, signal.SIGKILL)
 
     def _reap(self) -> None:
         for run_id, job in list(self.jobs.items()):
@@ -225,43 +379,60 @@ class Worker:
                 continue
             del self.jobs[run_id]
             job.output.close()
-            self._finish(job, code)
+            self.unreported[run_id] = self._outcome(job, code)
+            log.info("run %d: child exited with %d", run_id, code)
 
-    def _finish(self, job: Job, code: int) -> None:
+    def _outcome(self, job: Job, code: int) -> dict[str, Any]:
         result = _read_result(job.out_dir)
-        with self.db.session(write=True) as session:
-            run = session.get(Run, job.run_id)
-            if run is None or run.worker_id != self.worker_id:
-                return  # deleted, or given up on and claimed elsewhere
-            status = RunStatus(run.status)
-            if status not in (RunStatus.running, RunStatus.stopping):
-                return  # already settled (e.g. marked interrupted by a watchdog)
-            if job.reason and job.reason.startswith("worker "):
-                transition(session, run, RunStatus.interrupted, job.reason)
-            elif code == 0 and result.get("status") == "completed":
-                transition(session, run, RunStatus.completed)
-            elif code == 0 and result.get("status") == "stopped":
-                # Asked to stop: a plain stop. Otherwise the trainer stopped on its own
-                # (a non-finite loss) and its reason is the run's error text.
-                reason = None if status == RunStatus.stopping else str(result.get("reason"))
-                transition(session, run, RunStatus.stopped, reason)
-            elif status == RunStatus.stopping and (job.killed or code == -signal.SIGTERM):
-                # Asked to stop and ended by the signal: before training began (nothing to
-                # checkpoint yet), or killed after the grace period.
-                transition(session, run, RunStatus.stopped, job.reason)
-            else:
-                tail = output_tail(job.out_dir / OUTPUT_LOG)
-                transition(session, run, RunStatus.failed, f"exit code {code}\n{tail}".strip())
-        log.info("run %d: child exited with %d", job.run_id, code)
+        status = result.get("status")
+        return {
+            "result": status if status in ("completed", "stopped") else "none",
+            "exit_code": code,
+            "killed": job.killed,
+            "signalled_stop": job.stop_sent_at is not None,
+            "worker_shutdown": job.shutdown,
+            "reason": job.reason or result.get("reason"),
+            "output_tail": output_tail(job.out_dir / OUTPUT_LOG),
+        }
+
+    def _report_outcomes(self) -> None:
+        for run_id, outcome in list(self.unreported.items()):
+            self.api.report_outcome(run_id, outcome)
+            del self.unreported[run_id]
 
 
-def _read_result(out_dir: Path) -> dict[str, object]:
+def _read_result(out_dir: Path) -> dict[str, Any]:
     try:
         return json.loads((out_dir / RESULT_FILE).read_text())  # type: ignore[no-any-return]
     except (OSError, ValueError):
         return {}
 
 
-def main(settings: Settings) -> int:
-    Worker(settings).run_forever()
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trainlens worker", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", help=f"the API (TRAINLENS_URL; default {DEFAULT_URL})")
+    parser.add_argument("--data-dir", type=Path, help="checkpoints and caches (TRAINLENS_DATA_DIR)")
+    parser.add_argument("--name", help="this worker's name (default host:pid)")
+    parser.add_argument(
+        "--slots", type=int, help="concurrent runs (default: one per GPU, 1 on CPU)"
+    )
+    parser.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    config = WorkerConfig.from_env(
+        url=args.url,
+        data_dir=args.data_dir,
+        name=args.name,
+        slots=args.slots,
+        parent_pid=args.parent_pid,
+    )
+    Worker(config).run_forever()
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

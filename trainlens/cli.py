@@ -1,10 +1,11 @@
 """The `trainlens` command. Client commands (`sync`, `import`) are handled here and stay
-light; server commands (`serve`, `worker`, `migrate`, `train`) are handed to `app.cli`,
-imported only when one of them runs."""
+light; server commands (`serve`, `worker`, `migrate`, `train`) run their own module in a
+child process (`python -m app.cli serve`, `python -m trainer.worker`, ...)."""
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # name -> ("module:function" taking argv, one-line help). Imported only when run.
@@ -15,17 +16,18 @@ CLIENT_COMMANDS: dict[str, tuple[str, str]] = {
         "import runs logged elsewhere: `trainlens import tensorboard LOGDIR`",
     ),
 }
-SERVER_COMMANDS: dict[str, str] = {
-    "serve": "the API and the dashboard (and a local worker)",
-    "worker": "claim and train queued runs",
-    "migrate": "bring the database schema up to date",
-    "train": "train a model on its own (see `trainlens train -h`)",
+# name -> (module run with `python -m`, its arguments first, one-line help).
+SERVER_COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("app.cli serve", "the API and the dashboard (and a local worker)"),
+    "worker": ("trainer.worker", "claim and train queued runs from an API (`--url`)"),
+    "migrate": ("app.cli migrate", "bring the database schema up to date"),
+    "train": ("trainer.cli", "train a model on its own (see `trainlens train -h`)"),
 }
 
 
 def usage() -> str:
     lines = ["usage: trainlens COMMAND [ARGS]", "", "commands:"]
-    for name, help_text in SERVER_COMMANDS.items():
+    for name, (_, help_text) in SERVER_COMMANDS.items():
         lines.append(f"  {name:<10} {help_text}")
     for name, (_, help_text) in CLIENT_COMMANDS.items():
         lines.append(f"  {name:<10} {help_text}")
@@ -36,9 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = argv[0] if argv else None
     if command in SERVER_COMMANDS:
-        from app.cli import main as server_main
-
-        return server_main(argv)
+        # The server, the worker and the trainer are other packages (SQLAlchemy, torch):
+        # this process becomes theirs (exec: same pid, so signals reach it), and this
+        # client package imports none of them.
+        module, *leading = SERVER_COMMANDS[command][0].split()
+        os.execv(sys.executable, [sys.executable, "-m", module, *leading, *argv[1:]])
     if command in CLIENT_COMMANDS:
         target, _ = CLIENT_COMMANDS[command]
         module, function = target.split(":")

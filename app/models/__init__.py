@@ -20,6 +20,7 @@ from app.models.run import (
     RunSource,
     RunStatus,
 )
+from app.models.worker import WorkerLease
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -39,4 +40,5 @@ __all__ = [
     "RunSeries",
     "RunStatus",
     "Sample",
+    "WorkerLease",
 ]

@@ -55,22 +55,33 @@ def wait_for(condition: Callable[[], T | None], timeout: float, what: str) -> T:
 
 
 class WorkerProcess:
-    """`trainlens worker` in a subprocess."""
+    """`trainlens worker --url ...` in a subprocess: it reaches the API only (no database
+    URL), with its own data directory when given one."""
 
-    def __init__(self, server: LiveServer, name: str = "worker", **env: str) -> None:
+    def __init__(
+        self,
+        server: LiveServer,
+        name: str = "worker",
+        data_dir: Path | None = None,
+        args: tuple[str, ...] = (),
+        **env: str,
+    ) -> None:
+        self.data_dir = data_dir or server.data_dir
         self.log_path = server.data_dir / f"{name}.log"
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        environment = {
+            **os.environ,
+            **LIFECYCLE_ENV,
+            "TRAINLENS_DATA_DIR": str(self.data_dir),
+            "TRAINLENS_WORKER_NAME": name,
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
+        environment.pop("TRAINLENS_DATABASE_URL", None)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "worker"],
+            [sys.executable, "-m", "trainer.worker", "--url", server.url, *args],
             cwd=ROOT,
-            env={
-                **os.environ,
-                **LIFECYCLE_ENV,
-                "TRAINLENS_DATA_DIR": str(server.data_dir),
-                "TRAINLENS_DATABASE_URL": server.database_url,
-                "PYTHONUNBUFFERED": "1",
-                **env,
-            },
+            env=environment,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
