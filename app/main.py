@@ -90,6 +90,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.hub = EventHub(db, settings.stream_poll_seconds, settings.event_retention_seconds)
     app.state.watchdog = Watchdog(db, settings)
     app.state.rules = RuleEngine(db, store, app.state.cache, settings)
+    # The hub is the process's one reader of the change feed; the engine listens only
+    # where its loop runs (a replica with the rules off would collect news forever).
+    app.state.cache.follow(app.state.hub)
+    if settings.rules_enabled:
+        app.state.rules.follow(app.state.hub)
     install_error_handlers(app)
     document_errors(app)
     for router in (

@@ -5,8 +5,14 @@ Reading a million rows out of SQLite costs about a second; slicing arrays costs
 microseconds. The rule engine asks for the same series again and again, so the API
 keeps them here (charts read through the level-of-detail summary instead, see lod.py).
 Each entry remembers the last event it has seen for its run; on every read it checks
-the feed (one indexed lookup) and either appends the new tail or, when a write rewrote
-older steps (a resumed run), reloads the series.
+the feed's head for the run (one indexed lookup) and either appends the new tail or,
+when a write rewrote older steps (a resumed run), reloads the series.
+
+Which keys the events since an entry's sync touched comes from a small index the event
+hub feeds (`follow`): the hub already reads every event, so the cache neither reads nor
+parses them again. Where the index cannot answer (no hub, an entry older than the
+index's window, events the hub has not delivered yet) the cache reads those events
+from the table.
 """
 
 from __future__ import annotations
@@ -14,15 +20,91 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.metrics.store import MetricStore, Series
 from app.models import Event
+from app.stream.hub import EventHub, StreamEvent
+
+# (event id, {key name: first step written}) for one points event.
+Touch = tuple[int, dict[str, int]]
+
+# The index keeps this many latest points events per run (a rule-engine pass needs the
+# few since its last pass) for this many runs, the ones written to most recently.
+TOUCHES_PER_RUN = 256
+INDEXED_RUNS = 1024
+
+
+@dataclass(slots=True)
+class _RunTouches:
+    floor: int  # events of the run at or below this id may be missing from `touches`
+    touches: deque[Touch] = field(default_factory=lambda: deque(maxlen=TOUCHES_PER_RUN))
+
+
+class TouchIndex:
+    """Per run, the keys each recent points event touched, fed by the hub's listener."""
+
+    def __init__(self, hub: EventHub) -> None:
+        self.hub = hub
+        self._runs: OrderedDict[int, _RunTouches] = OrderedDict()
+        # Events at or below this id may be missing for a run not indexed now: an evicted
+        # run's touches are forgotten with it.
+        self._forgotten_through = 0
+        self._lock = threading.Lock()
+        hub.add_listener(self.hear)
+
+    def hear(self, events: list[StreamEvent]) -> None:
+        """On the hub's thread: note the keys each points event touched."""
+        points = [event for event in events if event.kind == "points"]
+        touches = [(event.run_id, _touch(event.id, event.payload)) for event in points]
+        with self._lock:
+            for run_id, touch in touches:
+                record = self._runs.get(run_id)
+                if record is None:
+                    record = self._runs[run_id] = _RunTouches(self._forgotten_through)
+                self._runs.move_to_end(run_id)
+                if len(record.touches) == TOUCHES_PER_RUN:
+                    record.floor = max(record.floor, record.touches[0][0])
+                record.touches.append(touch)
+            while len(self._runs) > INDEXED_RUNS:
+                _, evicted = self._runs.popitem(last=False)
+                self._forget(evicted)
+
+    def touched(self, run_id: int, since: int, head: int) -> tuple[list[Touch], int] | None:
+        """The run's touches in (since, through] and `through`, the last event id the
+        index answers for (head, or less where the hub has not delivered up to head);
+        None when the index does not reach back to `since`."""
+        listening_from = self.hub.listening_from
+        through = min(head, self.hub.delivered_through)  # read before the touches
+        if listening_from is None:
+            return None
+        with self._lock:
+            record = self._runs.get(run_id)
+            floor = record.floor if record is not None else self._forgotten_through
+            if since < max(floor, listening_from):
+                return None
+            touches = [t for t in record.touches if since < t[0] <= through] if record else []
+        return sorted(touches), max(through, since)
+
+    def drop_run(self, run_id: int) -> None:
+        with self._lock:
+            record = self._runs.pop(run_id, None)
+            if record is not None:
+                self._forget(record)
+
+    def _forget(self, record: _RunTouches) -> None:
+        newest = max((event_id for event_id, _ in record.touches), default=record.floor)
+        self._forgotten_through = max(self._forgotten_through, newest)
+
+
+def _touch(event_id: int, payload: str) -> Touch:
+    keys = json.loads(payload)["keys"]
+    return event_id, {name: info["first"] for name, info in keys.items()}
 
 
 @dataclass(slots=True)
@@ -42,9 +124,15 @@ class SeriesCache:
         self._bytes = 0
         # Per run, the last change-feed window read, as (since, head, touched): a reader
         # asking for one key at a time (the rule engine) reads the window once, not per key.
-        self._windows: dict[int, tuple[int, int, list[tuple[int, dict[str, int]]]]] = {}
+        self._windows: dict[int, tuple[int, int, list[Touch]]] = {}
+        self._index: TouchIndex | None = None
         self._lock = threading.Lock()
         self.loads = 0  # full reads from the database, for tests and benchmarks
+        self.feed_reads = 0  # reads of the events table, for tests and benchmarks
+
+    def follow(self, hub: EventHub) -> None:
+        """Learn which keys each write touched from the hub instead of the table."""
+        self._index = TouchIndex(hub)
 
     def get_many(self, session: Session, run_id: int, key_ids: Iterable[int]) -> dict[int, Series]:
         key_ids = list(key_ids)
@@ -72,6 +160,8 @@ class SeriesCache:
             for cache_key in [k for k in self._entries if k[0] == run_id]:
                 self._bytes -= self._entries.pop(cache_key).series.nbytes
             self._windows.pop(run_id, None)
+        if self._index is not None:
+            self._index.drop_run(run_id)
 
     def _lookup(self, run_id: int, key_id: int) -> _Entry | None:
         with self._lock:
@@ -80,10 +170,18 @@ class SeriesCache:
                 self._entries.move_to_end((run_id, key_id))
             return entry
 
-    def _touched_since(
-        self, session: Session, run_id: int, since: int, head: int
-    ) -> list[tuple[int, dict[str, int]]]:
-        """(event id, {key name: first step written}) for points events in (since, head]."""
+    def _touched_since(self, session: Session, run_id: int, since: int, head: int) -> list[Touch]:
+        """(event id, {key name: first step written}) for points events in (since, head]:
+        from the index as far as it answers, the rest from the table."""
+        indexed = self._index.touched(run_id, since, head) if self._index is not None else None
+        if indexed is None:
+            return self._read_touched(session, run_id, since, head)
+        touched, through = indexed
+        if through < head:
+            touched += self._read_touched(session, run_id, through, head)
+        return touched
+
+    def _read_touched(self, session: Session, run_id: int, since: int, head: int) -> list[Touch]:
         with self._lock:
             window = self._windows.get(run_id)
         if window is not None and window[1] == head and window[0] <= since:
@@ -94,10 +192,8 @@ class SeriesCache:
             .where(Event.id > since, Event.id <= head)
             .order_by(Event.id)
         ).all()
-        touched = []
-        for event_id, payload in rows:
-            keys = json.loads(payload)["keys"]
-            touched.append((event_id, {name: info["first"] for name, info in keys.items()}))
+        self.feed_reads += 1
+        touched = [_touch(event_id, payload) for event_id, payload in rows]
         with self._lock:
             self._windows[run_id] = (since, head, touched)
         return touched
@@ -108,7 +204,7 @@ class SeriesCache:
         run_id: int,
         key_id: int,
         entry: _Entry,
-        touched: list[tuple[int, dict[str, int]]],
+        touched: list[Touch],
         head: int,
     ) -> Series:
         name = self.store.key_name(session, key_id)

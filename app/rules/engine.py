@@ -1,11 +1,15 @@
 """The rule engine: runs every rule on every run, launched or external, as metrics land.
 
-It follows the change feed (the `events` table) like the live streams do: each pass
-reads the events after its cursor, and every run that received points is evaluated
-incrementally, judging only the steps that arrived since its last evaluation. Rules
-that watch the clock (a run that stopped logging) are also judged every few seconds
-on running runs. Evaluation reads in one short transaction and writes findings in
-another, so ingestion never waits for the rules, and never fails because of one.
+It follows the change feed through the API's event hub (`follow`), the one poller of
+the `events` table: the hub hands each batch of new events to the engine, which notes
+the runs that received points or changed status, and each pass evaluates those runs
+incrementally, judging only the steps that arrived since their last evaluation. The
+first pass catches up on every run with points. An engine without a hub (tests and
+benchmarks that call `poll()` by hand, or an API with the rules switched off) reads the
+feed after its own cursor instead. Rules that watch the clock (a run that stopped
+logging) are also judged every few seconds on running runs. Evaluation reads in one
+short transaction and writes findings in another, so ingestion never waits for the
+rules, and never fails because of one.
 
 When a step is judged: a step is judged once its rows have settled. Every step below
 the run's latest is judged at once (a client logs step N+1 after it has logged all of
@@ -50,6 +54,7 @@ from app.rules.registry import RULES
 from app.rules.replay import evaluate
 from app.rules.writer import save_episodes
 from app.runs.lifecycle import transition
+from app.stream.hub import EventHub, StreamEvent
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +85,11 @@ class RuleEngine:
         self.rules = tuple(rules)
         self.rules_by_code = {rule.code: rule for rule in self.rules}
         self.clock = clock  # wall time, for the clock-based rules
-        self.cursor: int | None = None  # last event id seen
+        self.cursor: int | None = None  # last event id read, without a hub
+        self._caught_up = False  # the first pass (every run with points) is done
+        self._follows_hub = False
+        self._heard: set[int] = set()  # runs with news from the hub, since the last pass
+        self._heard_lock = threading.Lock()  # filled on the hub's thread, taken on ours
         self._last_clock = 0.0
         self._periodic = Periodic("rule-engine", self.poll, settings.rules_poll_seconds)
         self._behind: set[int] = set()  # runs with history still to judge
@@ -88,6 +97,17 @@ class RuleEngine:
         self._lock = threading.Lock()  # one pass at a time (the loop, or a test calling poll)
 
     # -- lifecycle -----------------------------------------------------------------
+
+    def follow(self, hub: EventHub) -> None:
+        """Learn which runs have news from the hub instead of reading the feed."""
+        self._follows_hub = True
+        hub.add_listener(self._hear)
+
+    def _hear(self, events: list[StreamEvent]) -> None:
+        runs = {event.run_id for event in events if event.kind in WATCHED_EVENTS}
+        if runs:
+            with self._heard_lock:
+                self._heard |= runs
 
     async def start(self) -> None:
         await self._periodic.start()
@@ -130,10 +150,17 @@ class RuleEngine:
         return due
 
     def _runs_with_news(self, session: Session) -> set[int]:
-        if self.cursor is None:
-            # First pass: catch up on every run, then follow the feed from its head.
-            self.cursor = int(session.scalar(select(Event.id).order_by(Event.id.desc())) or 0)
-            return set(session.scalars(select(Run.id).where(Run.last_step.is_not(None))))
+        with self._heard_lock:
+            heard, self._heard = self._heard, set()
+        if not self._caught_up:
+            # First pass: catch up on every run, then follow the feed from its head. A
+            # hub heard everything after its own start, which came before this pass.
+            self._caught_up = True
+            if not self._follows_hub:
+                self.cursor = int(session.scalar(select(func.max(Event.id))) or 0)
+            return heard | set(session.scalars(select(Run.id).where(Run.last_step.is_not(None))))
+        if self._follows_hub:
+            return heard
         rows = session.execute(
             select(Event.id, Event.run_id)
             .where(Event.id > self.cursor, Event.kind.in_(WATCHED_EVENTS))

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from app.metrics.store import without_nul
 from app.models import RunStatus
-from app.strict import PlainName, StorableText
+from app.strict import PlainName
+
+# Free text a script or a person writes (an error, notes, a sample): kept, NUL and all
+# (as U+FFFD). Names and tags, which identify, refuse control characters instead.
+LoggedText = Annotated[str, AfterValidator(without_nul)]
 
 
 class RunCreate(BaseModel):
@@ -31,11 +36,11 @@ class RunFinish(BaseModel):
 
     # "crashed": `trainlens sync` of a journal whose script never finished
     status: Literal["completed", "failed", "stopped", "crashed"] = "completed"
-    error: StorableText | None = Field(default=None, max_length=20_000)
+    error: LoggedText | None = Field(default=None, max_length=20_000)
 
 
 # A tag: no commas (the table's filter lists them), no leading blank.
-Tag = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^,\s][^,]*$")]
+Tag = Annotated[PlainName, Field(min_length=1, max_length=64, pattern=r"^[^,\s][^,]*$")]
 
 
 class RunUpdate(BaseModel):
@@ -43,9 +48,9 @@ class RunUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: PlainName | None = Field(default=None, min_length=1, max_length=200)
     tags: list[Tag] | None = Field(default=None, max_length=32)
-    notes: str | None = Field(default=None, max_length=20_000)
+    notes: LoggedText | None = Field(default=None, max_length=20_000)
 
 
 class LatestPoint(BaseModel):
@@ -133,7 +138,7 @@ class SampleIn(BaseModel):
 
     # Steps are exact in float64 up to 2**53, as for metric rows.
     step: int = Field(ge=0, le=2**53)
-    text: StorableText = Field(max_length=100_000)
+    text: str = Field(max_length=100_000)  # add_sample stores it without NUL
 
 
 class SampleOut(BaseModel):

@@ -74,6 +74,12 @@ class EventHub:
         self.poll_seconds = poll_seconds
         self.retention_seconds = retention_seconds
         self.cursor = 0
+        # For listeners that keep their own view of the feed: they hear every event after
+        # `listening_from` (the feed's head when the hub started; None before), and every
+        # event up to `delivered_through` has reached them (PostgreSQL: below any gap the
+        # hub still waits on). Each is one int, replaced whole, so any thread may read it.
+        self.listening_from: int | None = None
+        self.delivered_through = 0
         self._gaps: dict[int, float] = {}  # missing id -> when first noticed
         self._subscriptions: set[Subscription] = set()
         self._listeners: list[Callable[[list[StreamEvent]], None]] = []
@@ -84,15 +90,18 @@ class EventHub:
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.cursor = await anyio.to_thread.run_sync(self._head)
+        await anyio.to_thread.run_sync(self.seek_head)
         self._task = asyncio.create_task(self._run(), name="event-hub")
 
     async def stop(self) -> None:
         await cancel(self._task)
 
-    def _head(self) -> int:
+    def seek_head(self) -> None:
+        """Follow the feed from its head: listeners hear every event after it."""
         with self.db.session() as session:
-            return latest_event_id(session)
+            head = latest_event_id(session)
+        self.cursor = self.delivered_through = head
+        self.listening_from = head
 
     # -- subscribers -------------------------------------------------------------------
 
@@ -113,7 +122,7 @@ class EventHub:
     async def _run(self) -> None:
         while True:
             try:
-                events = await anyio.to_thread.run_sync(self._poll)
+                events = await anyio.to_thread.run_sync(self.poll)
                 if events:
                     self._dispatch(events)
             except Exception:  # a database hiccup must not end live updates for good
@@ -122,8 +131,10 @@ class EventHub:
                 await asyncio.wait_for(self.wakeup.wait(), self.poll_seconds)
             self.wakeup.clear()
 
-    def _poll(self) -> list[StreamEvent]:
-        floor = min([self.cursor, *(gap - 1 for gap in self._gaps)])
+    def poll(self) -> list[StreamEvent]:
+        """Read the events after the cursor (and any gap that filled) and hand them to
+        the listeners; the loop then fans them out to the streams."""
+        floor = self._floor()
         with self.db.session() as session:
             rows = session.execute(
                 select(Event.id, Event.run_id, Event.kind, Event.payload)
@@ -148,8 +159,13 @@ class EventHub:
                     listener(fresh)
                 except Exception:
                     log.exception("event listener failed")
+        self.delivered_through = self._floor()
         self._maybe_prune(now)
         return fresh
+
+    def _floor(self) -> int:
+        """Every event up to here has been seen; the next poll reads from here on."""
+        return min([self.cursor, *(gap - 1 for gap in self._gaps)])
 
     def _maybe_prune(self, now: float) -> None:
         if now - self._last_prune < 60:

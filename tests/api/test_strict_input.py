@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from app.config import Settings
 from app.main import create_app
+from app.models import Event
 from app.spreadsheet import formula_safe
 from tests.api.helpers import create_external_run, ingest
 from tests.conftest import free_port
@@ -64,17 +67,66 @@ def test_run_names_with_control_characters_are_refused(client: TestClient, name:
     assert client.get("/api/runs").json()["total"] == 0
 
 
-def test_nul_in_free_text_is_refused(client: TestClient) -> None:
+def test_nul_in_logged_text_is_stored_as_a_replacement_character(client: TestClient) -> None:
+    """A byte-level tokenizer can sample a NUL, which PostgreSQL text cannot hold: the
+    sample (and any free text a script or person writes) is stored with U+FFFD in its
+    place, not refused, so a script never retries a line it cannot deliver."""
     run_id = create_external_run(client)
-    sample = client.post(f"/api/runs/{run_id}/samples", json={"step": 1, "text": "a\x00"})
-    assert sample.status_code == 422
-    finish = client.post(f"/api/runs/{run_id}/finish", json={"status": "failed", "error": "\x00"})
-    assert finish.status_code == 422
+    sample = client.post(f"/api/runs/{run_id}/samples", json={"step": 1, "text": "a\x00b\x00"})
+    assert sample.status_code == 201, sample.text
+    assert sample.json()["text"] == "a\ufffdb\ufffd"
+    notes = client.patch(f"/api/runs/{run_id}", json={"notes": "lr\x00 too high"})
+    assert notes.status_code == 200, notes.text
+    finish = client.post(f"/api/runs/{run_id}/finish", json={"status": "failed", "error": "\x00!"})
+    assert finish.status_code == 200, finish.text
+    (stored,) = client.get(f"/api/runs/{run_id}/samples").json()
+    assert stored["text"] == "a\ufffdb\ufffd"
+    run = client.get(f"/api/runs/{run_id}").json()
+    assert (run["notes"], run["error"]) == ("lr\ufffd too high", "\ufffd!")
+    # Tabs and line breaks are ordinary text.
+    ok = client.post(f"/api/runs/{run_id}/samples", json={"step": 2, "text": "a\n\tb"})
+    assert ok.status_code == 201 and ok.json()["text"] == "a\n\tb"
+
+
+def test_nul_in_a_sample_reaches_the_live_stream_replaced(client: TestClient) -> None:
+    run_id = create_external_run(client)
+    assert (
+        client.post(f"/api/runs/{run_id}/samples", json={"step": 3, "text": "\x00"}).status_code
+        == 201
+    )
+    db = client.app.state.db  # type: ignore[attr-defined]
+    with db.session() as session:
+        payload = session.scalars(
+            select(Event.payload).where(Event.run_id == run_id, Event.kind == "sample")
+        ).one()
+    assert json.loads(payload)["text"] == "\ufffd"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"name": "a\x00b"}, "name"),
+        ({"name": "line\nbreak"}, "name"),
+        ({"tags": ["ok", "t\x00g"]}, "tags[1]"),
+    ],
+)
+def test_renames_and_tags_with_control_characters_are_refused(
+    client: TestClient, body: dict[str, object], field: str
+) -> None:
+    """Names and tags identify a run (lists, filters, file names): like a new run's name
+    they refuse control characters, naming the field, rather than store a lookalike."""
+    run_id = create_external_run(client, "kept")
+    response = client.patch(f"/api/runs/{run_id}", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["field"] == field
+    run = client.get(f"/api/runs/{run_id}").json()
+    assert (run["name"], run["tags"]) == ("kept", [])
+
+
+def test_nul_in_a_dataset_is_refused(client: TestClient) -> None:
+    """A corpus is uploaded once, by a person who can fix it: refused, not altered."""
     dataset = client.post("/api/datasets", json={"name": "nul", "text": "abc\x00def"})
     assert dataset.status_code == 422
-    # Tabs and line breaks are ordinary text.
-    ok = client.post(f"/api/runs/{run_id}/samples", json={"step": 1, "text": "a\n\tb"})
-    assert ok.status_code == 201
 
 
 @pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
@@ -133,7 +185,10 @@ def test_openapi_documents_every_status_and_the_422_shape(client: TestClient) ->
     problem = schema["components"]["schemas"]["ValidationProblem"]
     assert problem["properties"]["detail"]["items"]["$ref"].endswith("/FieldProblem")
     assert set(schema["components"]["schemas"]["FieldProblem"]["required"]) == {
-        "loc", "field", "msg", "type"
+        "loc",
+        "field",
+        "msg",
+        "type",
     }
     for path, operations in schema["paths"].items():
         for method, operation in operations.items():
@@ -189,6 +244,8 @@ def test_metric_names_with_control_characters_are_refused(client: TestClient, na
     run_id = create_external_run(client)
     response = ingest(client, run_id, [{"step": 0, "metrics": {name: 1.0, "ok": 2.0}}])
     assert response.status_code == 422
+    (problem,) = response.json()["detail"]
+    assert problem["field"] == "rows[0].metrics" and ascii(name) in problem["msg"], problem
     assert client.get(f"/api/runs/{run_id}").json()["keys"] == []
 
 

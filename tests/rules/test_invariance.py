@@ -20,15 +20,18 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
+from app.metrics.cache import SeriesCache
 from app.metrics.service import ingest as ingest_rows
 from app.rules.engine import RuleEngine
 from app.rules.registry import RULES
 from app.rules.replay import replay
+from app.stream.hub import EventHub
 from tests.api.helpers import create_external_run
 from tests.rules.examples import Example, examples, rows_of
 
 EVAL_PREFIXES = ("val/", "train/loss_eval")
 Request = list[dict[str, Any]]
+Harness = tuple[TestClient, RuleEngine, "Clock", EventHub]
 
 
 class Clock:
@@ -51,7 +54,7 @@ class Clock:
 @pytest.fixture(scope="module")
 def harness(
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[TestClient, RuleEngine, Clock]]:
+) -> Iterator[Harness]:
     from app.migrations import upgrade_to_head
 
     directory: Path = tmp_path_factory.mktemp("invariance")
@@ -69,8 +72,22 @@ def harness(
     clock = Clock()
     with TestClient(create_app(settings)) as client:
         base = client.app.state.rules  # type: ignore[attr-defined]
-        engine = RuleEngine(base.db, base.store, base.cache, settings, clock=clock)
-        yield client, engine, clock
+        # As in the API: the engine and its cache follow the feed through a hub, here
+        # one the test drives, so every pass sees exactly what was posted before it.
+        hub = EventHub(base.db, poll_seconds=0.1, retention_seconds=900)
+        hub.seek_head()
+        cache = SeriesCache(base.store, 512 * 1024 * 1024, 900)
+        cache.follow(hub)
+        engine = RuleEngine(base.db, base.store, cache, settings, clock=clock)
+        engine.follow(hub)
+        yield client, engine, clock, hub
+
+
+def _pass(engine: RuleEngine, hub: EventHub) -> None:
+    """One engine pass after the hub has delivered every event written so far."""
+    while hub.poll():
+        pass
+    engine.poll()
 
 
 def _split_eval(row: dict[str, Any]) -> list[dict[str, Any]]:
@@ -120,8 +137,14 @@ def _engine_findings(client: TestClient, run_id: int) -> list[tuple[Any, ...]]:
     response = client.get(f"/api/runs/{run_id}/findings")
     assert response.status_code == 200, response.text
     return sorted(
-        (f["code"], f["evidence"].get("subject", ""), f["first_step"], f["last_step"],
-         f["severity"], f["state"])  # fmt: skip
+        (
+            f["code"],
+            f["evidence"].get("subject", ""),
+            f["first_step"],
+            f["last_step"],
+            f["severity"],
+            f["state"],
+        )  # fmt: skip
         for f in response.json()
     )
 
@@ -139,18 +162,22 @@ def _replayed(example: Example) -> list[tuple[Any, ...]]:
     if example.code in _REPLAYED:
         return _REPLAYED[example.code]
     _REPLAYED[example.code] = result = sorted(
-        (e.code, e.subject, e.first_step, e.last_step, e.severity,
-         "resolved" if e.state == "resolved" else "firing")  # fmt: skip
+        (
+            e.code,
+            e.subject,
+            e.first_step,
+            e.last_step,
+            e.severity,
+            "resolved" if e.state == "resolved" else "firing",
+        )  # fmt: skip
         for e in replay(RULES, example.series, example.config, every=1)
     )
     return result
 
 
 @pytest.mark.parametrize("mode", ["whole", "one_row_eval_first", "random_0", "random_1"])
-def test_findings_do_not_depend_on_batching_or_order(
-    harness: tuple[TestClient, RuleEngine, Clock], mode: str
-) -> None:
-    client, engine, clock = harness
+def test_findings_do_not_depend_on_batching_or_order(harness: Harness, mode: str) -> None:
+    client, engine, clock, hub = harness
     rng = random.Random(mode)
     cases = examples()
     runs: list[tuple[Example, int, list[Request]]] = []
@@ -163,9 +190,9 @@ def test_findings_do_not_depend_on_batching_or_order(
         for _, run_id, requests in runs:
             if index < len(requests):
                 _post(engine, run_id, requests[index])
-        engine.poll()
+        _pass(engine, hub)
     clock.settle()  # the runs go quiet: their latest steps settle
-    engine.poll()
+    _pass(engine, hub)
     clock.hold()
     for example, run_id, _ in runs:
         expected = _replayed(example)
@@ -174,24 +201,24 @@ def test_findings_do_not_depend_on_batching_or_order(
 
 
 def test_a_late_train_row_for_an_already_judged_eval_step_is_still_judged(
-    harness: tuple[TestClient, RuleEngine, Clock],
+    harness: Harness,
 ) -> None:
     """A client that flushes step N's eval row, then (after the settle time) its train
     row: the loss spike at N is found, as offline."""
-    client, engine, clock = harness
+    client, engine, clock, hub = harness
     example = next(e for e in examples() if e.code == "loss_spike")
     rows = rows_of(example.series)
     run_id = create_external_run(client, "late-train-row")
     _post(engine, run_id, rows[:40])
-    engine.poll()
+    _pass(engine, hub)
     _post(engine, run_id, [{"step": 40, "metrics": {"val/loss": 2.0}}])
     clock.settle()  # step 40 settles with only its val row
-    engine.poll()
+    _pass(engine, hub)
     clock.hold()
     assert _engine_findings(client, run_id) == []
     _post(engine, run_id, [{"step": 40, "metrics": {"train/loss": 5.0}}])
     clock.settle()
-    engine.poll()
+    _pass(engine, hub)
     clock.hold()
     (spike,) = _engine_findings(client, run_id)
     assert spike[:3] == ("loss_spike", "", 40)
