@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     series_cache_mb: int = Field(default=512, ge=0)
     ingest_max_rows: int = Field(default=100_000, ge=1)
     dataset_max_mb: int = Field(default=200, ge=1)
+    run_file_max_mb: int = Field(
+        default=100_000, ge=1, description="largest checkpoint a worker may upload"
+    )
 
     # run lifecycle
     heartbeat_seconds: float = Field(default=3.0, gt=0)
@@ -135,6 +138,10 @@ class Settings(BaseSettings):
     @property
     def max_body_bytes(self) -> int:
         return int(self.max_body_mb * 1024 * 1024)
+
+    @property
+    def run_file_bytes(self) -> int:
+        return self.run_file_max_mb * 1024 * 1024
 
     @property
     def dataset_body_bytes(self) -> int:

@@ -79,9 +79,7 @@ def invalid_fields(problems: list[tuple[str, str]]) -> AppError:
     detail = []
     for field, message in problems:
         loc = [truncate(part) for part in field.split(".")]
-        detail.append(
-            {"loc": loc, "field": ".".join(loc), "msg": message, "type": "value_error"}
-        )
+        detail.append({"loc": loc, "field": ".".join(loc), "msg": message, "type": "value_error"})
     return AppError(422, detail)
 
 

@@ -12,6 +12,7 @@ from trainlens.wire import NONFINITE_STRINGS, decode_float, encode_float
 
 __all__ = ["NONFINITE_STRINGS", "decode_float", "dumps", "encode_float", "sanitize"]
 
+
 def sanitize(value: Any) -> Any:
     """Replace non-finite floats anywhere inside lists/dicts by their strings, and numpy
     scalars by Python numbers."""

@@ -35,6 +35,7 @@ from app.runs.router import router as runs_router
 from app.runs.watchdog import Watchdog
 from app.stream.hub import EventHub
 from app.stream.router import router as stream_router
+from app.workers.router import RUN_FILE_PATH
 from app.workers.router import router as workers_router
 from app.workers.service import list_workers
 
@@ -143,7 +144,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         BodyLimit,
         limit=settings.max_body_bytes,
-        limits_by_path={"/api/datasets": settings.dataset_body_bytes},
+        limits_by_path={
+            "/api/datasets": settings.dataset_body_bytes,
+            RUN_FILE_PATH: settings.run_file_bytes,
+        },
     )
     app.add_middleware(ApiGuard, token=settings.token, worker_token=settings.worker_token)
     app.add_middleware(HostCheck, allowed_hosts=settings.effective_allowed_hosts)

@@ -207,18 +207,26 @@ class BodyLimit:
     at once when Content-Length says so, else as the body streams in (chunked)."""
 
     def __init__(self, app: ASGIApp, limit: int, limits_by_path: dict[str, int]) -> None:
+        """`limits_by_path`: a regular expression a whole path must match -> its limit."""
         self.limit = limit
         self.default = RequestBodyLimitMiddleware(app, limit)
-        self.by_path = {
-            path: (size, RequestBodyLimitMiddleware(app, size))
-            for path, size in limits_by_path.items()
-        }
+        self.by_path = [
+            (re.compile(pattern), size, RequestBodyLimitMiddleware(app, size))
+            for pattern, size in limits_by_path.items()
+        ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.default.app(scope, receive, send)
             return
-        limit, limited = self.by_path.get(scope["path"], (self.limit, self.default))
+        limit, limited = next(
+            (
+                (size, middleware)
+                for pattern, size, middleware in self.by_path
+                if pattern.fullmatch(scope["path"])
+            ),
+            (self.limit, self.default),
+        )
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             await refuse(send, 413, too_large_detail(limit))

@@ -18,7 +18,9 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -32,6 +34,9 @@ RUN_FILE = "run.json"
 DATASET_CACHE = "dataset-cache"
 SHA256_HEADER = "X-Trainlens-Sha256"
 WATCH_SECONDS = 1.0
+CHECKPOINTS = ("ckpt_latest.pt", "ckpt_best.pt")  # each with its .json info beside it
+OUTPUT = "output.log"
+FILE_CHUNK = 1024 * 1024
 
 
 class RunWatch:
@@ -125,11 +130,115 @@ def dataset_text(client: httpx.Client, data_dir: Path, name: str, sha256: str | 
     return cached.read_text(encoding="utf-8")
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(FILE_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _saved_step(info: bytes | str) -> int:
+    try:
+        return int(json.loads(info)["step"])
+    except (ValueError, KeyError, TypeError):
+        return -1
+
+
+class RunFiles:
+    """The run's checkpoints between this host and the API. A worker on the API's own
+    disk (the one `serve` starts) shares the folder, so nothing moves."""
+
+    def __init__(self, client: httpx.Client, claimed: dict[str, Any], out_dir: Path) -> None:
+        self.client = client
+        self.run_id = int(claimed["id"])
+        self.worker = claimed["worker"]
+        self.held = claimed["files"]["files"]
+        stat = out_dir.stat()
+        self.shared = (stat.st_dev, stat.st_ino) == (
+            claimed["files"]["device"],
+            claimed["files"]["inode"],
+        )
+        self.out_dir = out_dir
+
+    def fetch_newer_checkpoints(self) -> None:
+        """Resuming a run another host trained last: take the API's checkpoint when it
+        is further along than this host's own copy (which may be newer still, when this
+        host was killed before it could hand its copy over)."""
+        if self.shared:
+            return
+        for checkpoint in CHECKPOINTS:
+            info_name = checkpoint.replace(".pt", ".json")
+            if checkpoint not in self.held or info_name not in self.held:
+                continue
+            remote_info = self._get(info_name)
+            local_info = self.out_dir / info_name
+            local_step = _saved_step(local_info.read_text()) if local_info.exists() else -1
+            local_pt = self.out_dir / checkpoint
+            if local_pt.exists() and _saved_step(remote_info) <= local_step:
+                continue
+            log.info("fetching %s (step %d) from the API", checkpoint, _saved_step(remote_info))
+            self._download(checkpoint, self.held[checkpoint]["sha256"])
+            partial = local_info.with_name(f".{info_name}.fetched")
+            partial.write_bytes(remote_info)
+            os.replace(partial, local_info)
+
+    def hand_over(self) -> None:
+        """Give the API this run's checkpoints and log, so any host can resume it and
+        the dashboard lists them. Best effort: the local copies stay either way."""
+        if self.shared:
+            return
+        for name in (*CHECKPOINTS, *(c.replace(".pt", ".json") for c in CHECKPOINTS), OUTPUT):
+            path = self.out_dir / name
+            if not path.exists():
+                continue
+            try:
+                self._upload(name, path)
+            except httpx.HTTPError as error:
+                log.warning("could not hand %s over to the API: %s", name, error)
+
+    def _get(self, name: str) -> bytes:
+        response = self.client.get(f"/api/workers/runs/{self.run_id}/files/{name}")
+        response.raise_for_status()
+        return response.content
+
+    def _download(self, name: str, sha256: str | None) -> None:
+        target = self.out_dir / name
+        partial = target.with_name(f".{name}.fetching")
+        digest = hashlib.sha256()
+        with self.client.stream("GET", f"/api/workers/runs/{self.run_id}/files/{name}") as answer:
+            answer.raise_for_status()
+            with partial.open("wb") as out:
+                for chunk in answer.iter_bytes(FILE_CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+        if sha256 is not None and digest.hexdigest() != sha256:
+            partial.unlink(missing_ok=True)
+            raise ValueError(f"{name} fetched from the API does not match its sha256")
+        os.replace(partial, target)
+
+    def _upload(self, name: str, path: Path) -> None:
+        def chunks() -> Iterator[bytes]:
+            with path.open("rb") as handle:
+                while chunk := handle.read(FILE_CHUNK):
+                    yield chunk
+
+        response = self.client.put(
+            f"/api/workers/{self.worker['name']}/runs/{self.run_id}/files/{name}",
+            params={"instance": self.worker["instance"]},
+            content=chunks(),
+            headers={"Content-Type": "application/octet-stream"},
+            timeout=None,
+        )
+        response.raise_for_status()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run-id", type=int, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not every heartbeat
     # Until the training loop installs its own handler (after torch has loaded and the
     # data is ready, seconds from now), a SIGTERM from the worker means "stop" too.
     stop = threading.Event()
@@ -153,16 +262,21 @@ def main(argv: list[str] | None = None) -> int:
     client = httpx.Client(base_url=url, headers=headers, timeout=60)
     watch = RunWatch(client, args.run_id, int(worker_pid) if worker_pid else None, stop)
     sink = ClientSink(url, args.run_id, token, out_dir / "unsent") if is_main else NullSink()
+    files = RunFiles(client, claimed, out_dir)
     try:
         dataset = claimed["dataset"]
         log.info("loading dataset %s", dataset["name"])
         text = dataset_text(client, data_dir, dataset["name"], dataset["sha256"])
+        if is_main:
+            files.fetch_newer_checkpoints()
         resume = (out_dir / "ckpt_latest.pt").exists()
         result = train(config, text, out_dir, sink, watch, resume=resume)
     finally:
         watch.close()
         sink.close()
-        client.close()
+    if is_main:
+        files.hand_over()
+    client.close()
     if is_main:
         reason = watch.reason or result.reason
         record = {"status": result.status, "step": result.step, "reason": reason}

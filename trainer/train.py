@@ -447,9 +447,7 @@ class _Run:
         )
         return {"train/early_stopped": best}
 
-    def _lr_finder_step(
-        self, finder: LRRangeTest, step: int, metrics: dict[str, float]
-    ) -> bool:
+    def _lr_finder_step(self, finder: LRRangeTest, step: int, metrics: dict[str, float]) -> bool:
         """Feed the LR range test; True (and the suggestion in metrics) when it is done."""
         diverged = finder.observe(metrics["train/lr"], metrics["train/loss"])
         if finder.smoothed is not None:

@@ -315,6 +315,8 @@ class Worker:
         out_dir = self.config.runs_dir / str(run_id)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / RESULT_FILE).unlink(missing_ok=True)
+        # The child hands the run's files over under this worker's name and lease.
+        claimed = {**claimed, "worker": {"name": self.config.name, "instance": self.api.instance}}
         (out_dir / RUN_FILE).write_text(json.dumps(claimed))
         gpus = self._free_gpus()[: max(1, nproc)] if self.gpus else []
         env = {
@@ -423,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not every heartbeat
     config = WorkerConfig.from_env(
         url=args.url,
         data_dir=args.data_dir,

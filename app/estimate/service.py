@@ -33,8 +33,7 @@ def device_budget(config: TrainConfig, settings: Settings) -> tuple[str, int]:
         largest, memory_gb = max(GPU_MEMORY_GB, key=lambda row: row[1])
         why = f"GPU {gpu!r} is not in the table" if gpu else "TRAINLENS_GPU_NAME is not set"
         return (
-            f"cuda ({why}; checked against the largest known GPU, {largest[0]} "
-            f"{memory_gb:.0f} GB)",
+            f"cuda ({why}; checked against the largest known GPU, {largest[0]} {memory_gb:.0f} GB)",
             int(memory_gb * GB),
         )
     total = psutil.virtual_memory().total

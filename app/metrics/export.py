@@ -31,6 +31,8 @@ from app.metrics.store import MetricStore
 from app.spreadsheet import formula_safe
 
 PAGE_POINTS = 100_000
+
+
 def csv_text_cell(text: str) -> str:
     """A text cell (a metric name) safe to open in a spreadsheet, CSV-quoted when it
     needs it."""
@@ -78,9 +80,7 @@ def _key_page(
         return read_page(session.connection(), run_id, key_id, start, end, limit)
 
 
-def long_pages(
-    db: Database, run_id: int, key_ids: dict[str, int]
-) -> Iterator[tuple[str, Points]]:
+def long_pages(db: Database, run_id: int, key_ids: dict[str, int]) -> Iterator[tuple[str, Points]]:
     for name, key_id in key_ids.items():
         start = 0
         while True:
@@ -247,9 +247,7 @@ def parquet_wide(db: Database, run_id: int, key_ids: dict[str, int]) -> Iterator
     with pq.ParquetWriter(pa.PythonFile(sink, mode="w"), schema) as writer:
         for page in wide_pages(db, run_id, key_ids, _wide_rows_per_page(len(key_ids))):
             columns = [pa.array(page.steps), pa.array(page.wall_times)]
-            columns += [
-                pa.array(page.values[name], mask=~page.present[name]) for name in key_ids
-            ]
+            columns += [pa.array(page.values[name], mask=~page.present[name]) for name in key_ids]
             writer.write_table(pa.table(columns, schema=schema))
             yield sink.take()
     yield sink.take()

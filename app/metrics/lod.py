@@ -132,9 +132,7 @@ def _ranges(keys: np.ndarray, buckets: np.ndarray) -> list[tuple[int, int, int]]
     starts = np.concatenate([[0], breaks])
     ends = np.concatenate([breaks, [len(keys)]]) - 1
     return list(
-        zip(
-            keys[starts].tolist(), buckets[starts].tolist(), buckets[ends].tolist(), strict=True
-        )
+        zip(keys[starts].tolist(), buckets[starts].tolist(), buckets[ends].tolist(), strict=True)
     )
 
 

@@ -63,9 +63,7 @@ class ClipSaturation(Rule):
         start_step = int(np.ceil(warmup)) if warmup is not None else limits.default_warmup
         window = limits.window
         # Judged once a full window after warmup ends at the point; slice what it needs.
-        first_judged = max(
-            view.first_new(key), series.index_of(start_step) + window - 1
-        )
+        first_judged = max(view.first_new(key), series.index_of(start_step) + window - 1)
         if first_judged >= len(series):
             return []
         clipped = series.values[first_judged - window + 1 :] > above
@@ -89,9 +87,7 @@ class ClipSaturation(Rule):
                 near_start = (loss_drop < limits.min_loss_drop) & (loss_drop >= -limits.loss_rise)
                 active[candidates] = ~near_start
                 # Rising over the window, or stuck above where it started.
-                rise[candidates] = np.fmax(
-                    _loss_rise(view, steps[candidates], window), -loss_drop
-                )
+                rise[candidates] = np.fmax(_loss_rise(view, steps[candidates], window), -loss_drop)
         candidates = np.flatnonzero(active)
         update_ratio = _update_ratio(view) if len(candidates) else None
         grad_clip = view.config_number("grad_clip")
@@ -131,7 +127,11 @@ class ClipSaturation(Rule):
                 detail = f"{clipped_text}, and {why}: the learning rate looks too high."
                 observations.append(
                     Observation(
-                        step, True, severity="warning", evidence=evidence, detail=detail,
+                        step,
+                        True,
+                        severity="warning",
+                        evidence=evidence,
+                        detail=detail,
                         fix=self.lr_fix,
                     )
                 )

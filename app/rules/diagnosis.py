@@ -150,8 +150,10 @@ def _group(facts: RunFacts, findings: list[Finding]) -> list[_Group]:
     rest = [f for f in findings if f.id not in taken]
     bad_batches = [f for f in rest if f.code in ("loss_spike", "grad_norm_spike")]
     missing_warmup = [f for f in stability if _subject(f) == "warmup" and f.id not in taken]
-    if bad_batches and missing_warmup and all(
-        (f.first_step or 0) < EARLY_STEPS for f in bad_batches
+    if (
+        bad_batches
+        and missing_warmup
+        and all((f.first_step or 0) < EARLY_STEPS for f in bad_batches)
     ):
         # Early spikes in a run without warmup: the warmup is the likelier cause.
         group = take("missing_warmup", bad_batches + missing_warmup)

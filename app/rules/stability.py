@@ -57,38 +57,46 @@ def _missing(
     warmup = view.config_number("warmup_steps")
     if warmup == 0 and lr is not None and lr >= limits.warmup_min_lr:
         summary = f"no warmup at learning rate {lr:g}"
-        found.append((
-            "warmup",
-            {"summary": summary, "lr": lr, "warmup_steps": 0, "min_lr": limits.warmup_min_lr},
-            f"The config has warmup_steps 0 at learning rate {lr:g}: the first updates are "
-            "taken at the full rate on Adam's noisy first moment estimates, which risks an "
-            "early loss spike or a divergence.",
-            "Add a linear warmup: a few hundred steps, or about 1-5% of the run.",
-        ))
+        found.append(
+            (
+                "warmup",
+                {"summary": summary, "lr": lr, "warmup_steps": 0, "min_lr": limits.warmup_min_lr},
+                f"The config has warmup_steps 0 at learning rate {lr:g}: the first updates are "
+                "taken at the full rate on Adam's noisy first moment estimates, which risks an "
+                "early loss spike or a divergence.",
+                "Add a linear warmup: a few hundred steps, or about 1-5% of the run.",
+            )
+        )
     if "grad_clip" in view.config and not view.config_number("grad_clip"):
-        found.append((
-            "grad_clip",
-            {"summary": "no gradient clipping", "grad_clip": view.config.get("grad_clip")},
-            "The config turns gradient clipping off (grad_clip is 0 or empty): one bad batch "
-            "can move the weights arbitrarily far, the usual start of a loss spike.",
-            "Set grad_clip 1.0 (clip_grad_norm_ on the global norm before the optimizer step).",
-        ))
+        found.append(
+            (
+                "grad_clip",
+                {"summary": "no gradient clipping", "grad_clip": view.config.get("grad_clip")},
+                "The config turns gradient clipping off (grad_clip is 0 or empty): one bad batch "
+                "can move the weights arbitrarily far, the usual start of a loss spike.",
+                "Set grad_clip 1.0 (clip_grad_norm_ on the global norm before the optimizer step).",
+            )
+        )
     if view.config_number("weight_decay") == 0:
-        found.append((
-            "weight_decay",
-            {"summary": "no weight decay", "weight_decay": 0},
-            "The config has weight_decay 0: nothing holds the weight norms, which tend to "
-            "grow over a long run and make the loss surface sharper.",
-            "Use AdamW with weight_decay about 0.1 on the weight matrices only.",
-        ))
+        found.append(
+            (
+                "weight_decay",
+                {"summary": "no weight decay", "weight_decay": 0},
+                "The config has weight_decay 0: nothing holds the weight norms, which tend to "
+                "grow over a long run and make the loss surface sharper.",
+                "Use AdamW with weight_decay about 0.1 on the weight matrices only.",
+            )
+        )
     beta2 = view.config_number("beta2")
     if beta2 is not None and beta2 >= limits.max_beta2:
-        found.append((
-            "beta2",
-            {"summary": f"beta2 {beta2:g}", "beta2": beta2, "max_beta2": limits.max_beta2},
-            f"The config has Adam beta2 {beta2:g}: the second-moment estimate averages over "
-            f"~{1 / (1 - beta2):.0f} steps and lags when gradients grow, so updates get too "
-            "large; language models usually train with 0.95.",
-            "Set beta2 0.95.",
-        ))
+        found.append(
+            (
+                "beta2",
+                {"summary": f"beta2 {beta2:g}", "beta2": beta2, "max_beta2": limits.max_beta2},
+                f"The config has Adam beta2 {beta2:g}: the second-moment estimate averages over "
+                f"~{1 / (1 - beta2):.0f} steps and lags when gradients grow, so updates get too "
+                "large; language models usually train with 0.95.",
+                "Set beta2 0.95.",
+            )
+        )
     return found

@@ -6,17 +6,32 @@ val loss (this process never loads torch files)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import uuid
+from collections.abc import AsyncIterable
 from pathlib import Path
+
+import anyio
 
 from app.config import Settings
 from app.errors import invalid, not_found
-from app.runs.schemas import CheckpointOut, LogChunk
+from app.runs.schemas import CheckpointOut, LogChunk, RunFile, RunFiles
 
 OUTPUT_LOG = "output.log"
 CHECKPOINT_SUFFIX = ".pt"
+# What a worker on another host hands over when its process ends (and fetches to resume
+# a run another worker started): the checkpoints, their info, the output log.
+EXCHANGED_FILES = (
+    "ckpt_latest.pt",
+    "ckpt_latest.json",
+    "ckpt_best.pt",
+    "ckpt_best.json",
+    OUTPUT_LOG,
+)
+FILE_CHUNK = 1024 * 1024
 LOG_TAIL_BYTES = 64 * 1024
 # "2026-12-02 08:36:02,366 trainer.train building the model": the message after the
 # logging format's time and logger name.
@@ -120,3 +135,55 @@ def _info(path: Path) -> dict[str, object]:
     except (OSError, ValueError):
         return {}
     return info if isinstance(info, dict) else {}
+
+
+def exchanged_file(settings: Settings, run_id: int, name: str) -> Path:
+    """Where a run's exchanged file lives at the API, by its name (never a path)."""
+    if name not in EXCHANGED_FILES:
+        raise invalid("filename", f"must be one of {', '.join(EXCHANGED_FILES)}")
+    return run_dir(settings, run_id) / name
+
+
+def digest_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.sha256")
+
+
+def run_files(settings: Settings, run_id: int) -> RunFiles:
+    """The run's folder at the API (device and inode, so a worker on the same disk sees
+    that nothing needs copying) and the exchanged files it holds, with their sha256."""
+    directory = run_dir(settings, run_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    stat = directory.stat()
+    files = {}
+    for name in EXCHANGED_FILES:
+        path = directory / name
+        try:
+            size = path.stat().st_size
+        except OSError:
+            continue
+        try:
+            sha256 = digest_path(path).read_text().strip() or None
+        except OSError:
+            sha256 = None  # written on this disk by a local worker, not uploaded
+        files[name] = RunFile(size=size, sha256=sha256)
+    return RunFiles(device=stat.st_dev, inode=stat.st_ino, files=files)
+
+
+async def store_run_file(path: Path, chunks: AsyncIterable[bytes]) -> RunFile:
+    """Write an uploaded file whole or not at all (a worker killed mid-upload leaves the
+    previous copy in place), and remember its sha256. Writes run off the event loop."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.upload-{uuid.uuid4().hex}")
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        async with await anyio.open_file(partial, "wb") as out:
+            async for chunk in chunks:
+                digest.update(chunk)
+                await out.write(chunk)
+                size += len(chunk)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    digest_path(path).write_text(digest.hexdigest())
+    return RunFile(size=size, sha256=digest.hexdigest())

@@ -37,8 +37,10 @@ class Condition:
             if number is None or wanted is None:
                 return False
             return bool(_NUMERIC_OPS[self.op](number, wanted))
-        equal = number == wanted if number is not None and wanted is not None else (
-            str(actual).lower() == self.value.lower()
+        equal = (
+            number == wanted
+            if number is not None and wanted is not None
+            else (str(actual).lower() == self.value.lower())
         )
         return equal if self.op in ("=", "==") else not equal
 

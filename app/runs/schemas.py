@@ -154,3 +154,16 @@ class Preset(BaseModel):
     expected_findings: list[str]
     overrides: dict[str, Any]
     config: dict[str, Any]
+
+
+class RunFile(BaseModel):
+    size: int
+    sha256: str | None  # None: written at the API's own disk by a local worker
+
+
+class RunFiles(BaseModel):
+    """A run's folder at the API and the files a worker exchanges with it."""
+
+    device: int
+    inode: int
+    files: dict[str, RunFile]

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response
+import anyio
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 
-from app.deps import ReadSession, SettingsDep, WriteSession
+from app.deps import DatabaseDep, ReadSession, SettingsDep, WriteSession
 from app.errors import AppError, not_found
 from app.models import Dataset, Run
+from app.runs.files import exchanged_file, store_run_file
+from app.runs.schemas import RunFile
 from app.strict import RunId
 from app.workers import service
 from app.workers.schemas import (
@@ -59,9 +62,12 @@ def release(name: Name, body: Beat, session: WriteSession) -> None:
 
 
 @router.post("/{name}/claim", response_model=ClaimedRun, responses={204: {"description": "none"}})
-def claim(name: Name, body: ClaimRequest, session: WriteSession) -> ClaimedRun | Response:
-    """Take the oldest queued launched run, atomically; 204 when there is none."""
-    claimed = service.claim(session, name, body)
+def claim(
+    name: Name, body: ClaimRequest, session: WriteSession, settings: SettingsDep
+) -> ClaimedRun | Response:
+    """Take the oldest queued launched run, atomically; 204 when there is none. The
+    answer lists the run's files the API holds: a resume fetches its checkpoint."""
+    claimed = service.claim(session, settings, name, body)
     return claimed if claimed is not None else Response(status_code=204)
 
 
@@ -80,6 +86,41 @@ def run_state(run_id: RunId, session: ReadSession) -> RunState:
     if run is None:
         raise not_found("run", run_id)
     return RunState(id=run.id, status=run.status, worker_id=run.worker_id)
+
+
+RUN_FILE_PATH = r"/api/workers/[^/]+/runs/[0-9]+/files/[^/]+"
+
+
+@router.put("/{name}/runs/{run_id}/files/{filename}", response_model=RunFile)
+async def upload_run_file(
+    name: Name,
+    run_id: RunId,
+    filename: str,
+    request: Request,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    instance: Annotated[str, Query(min_length=8, max_length=64)],
+) -> RunFile:
+    """A checkpoint (or its info, or the output log) from the worker that ran the run,
+    streamed as the raw body: the run can be resumed on any host, and the dashboard
+    lists and serves it. Replaced whole or not at all."""
+    path = exchanged_file(settings, run_id, filename)
+
+    def check() -> None:
+        with db.session() as session:
+            service.check_uploader(session, name, instance, run_id)
+
+    await anyio.to_thread.run_sync(check)
+    return await store_run_file(path, request.stream())
+
+
+@router.get("/runs/{run_id}/files/{filename}", response_class=FileResponse)
+def download_run_file(run_id: RunId, filename: str, settings: SettingsDep) -> FileResponse:
+    """A file of the run held at the API (to resume it on another host)."""
+    path = exchanged_file(settings, run_id, filename)
+    if not path.is_file():
+        raise not_found("file", filename)
+    return FileResponse(path, media_type="application/octet-stream")
 
 
 @router.get("/datasets/{dataset_name}", response_class=FileResponse)

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.runs.schemas import RunFiles
 from app.strict import StorableText
 
 
@@ -61,6 +62,7 @@ class ClaimedRun(BaseModel):
     attempt: int
     config: dict[str, Any]
     dataset: DatasetRef
+    files: RunFiles  # what the API holds of the run (a resume's checkpoint)
 
 
 class Outcome(StrictModel):

@@ -17,6 +17,7 @@ from app.datasets.service import BUILTIN_DATASET
 from app.errors import AppError, conflict, not_found
 from app.models import Dataset, Run, RunStatus, WorkerLease
 from app.models.base import now
+from app.runs.files import run_files
 from app.runs.lifecycle import beat, claim_next_run, mark_stale_runs, transition
 from app.workers.schemas import (
     Beat,
@@ -95,7 +96,7 @@ def release(session: Session, name: str, instance: str) -> None:
     )
 
 
-def claim(session: Session, name: str, body: ClaimRequest) -> ClaimedRun | None:
+def claim(session: Session, settings: Settings, name: str, body: ClaimRequest) -> ClaimedRun | None:
     _held(session, name, body.instance).seen_at = now()
     run = claim_next_run(session, name, body.max_nproc)
     if run is None:
@@ -109,7 +110,18 @@ def claim(session: Session, name: str, body: ClaimRequest) -> ClaimedRun | None:
         attempt=run.attempt,
         config=dict(run.config),
         dataset=DatasetRef(name=dataset_name, sha256=sha256),
+        files=run_files(settings, run.id),
     )
+
+
+def check_uploader(session: Session, name: str, instance: str, run_id: int) -> None:
+    """Only the worker that holds the run (and its lease) may replace the run's files."""
+    _held(session, name, instance)
+    run = session.get(Run, run_id)
+    if run is None:
+        raise not_found("run", run_id)
+    if run.worker_id != name:
+        raise conflict(f"run {run_id} is held by worker {run.worker_id!r}, not {name!r}")
 
 
 def report_outcome(session: Session, name: str, run_id: int, outcome: Outcome) -> None:

@@ -25,19 +25,22 @@ def _compose() -> dict[str, Any]:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())  # type: ignore[no-any-return]
 
 
-def test_api_and_worker_share_one_image_and_a_named_volume() -> None:
+def test_api_and_worker_share_one_image_and_the_worker_only_the_api() -> None:
     compose = _compose()
     services = compose["services"]
     api, worker = services["api"], services["worker"]
     assert api["build"] == worker["build"] == "." and api["image"] == worker["image"]
-    assert "trainlens-data" in compose["volumes"]
+    assert "trainlens-data:/data" in api["volumes"]
+    # The worker reaches the database through the API: no database URL, its own disk.
+    assert worker["volumes"] == ["trainlens-worker:/data"]
+    assert "TRAINLENS_DATABASE_URL" not in worker["environment"]
+    assert worker["command"] == ["trainlens", "worker", "--url", "http://api:8000"]
+    assert worker["depends_on"]["api"]["condition"] == "service_healthy"
     for service in (api, worker):
-        assert "trainlens-data:/data" in service["volumes"]
         assert service["environment"]["TRAINLENS_DATA_DIR"] == "/data"
         # Required: compose refuses to start without it (no silent empty token).
         assert service["environment"]["TRAINLENS_TOKEN"].startswith("${TRAINLENS_TOKEN:?")
     assert "serve" in api["command"] and "--no-worker" in api["command"]
-    assert worker["command"] == ["trainlens", "worker"]
 
 
 def test_migrations_run_once_before_the_services() -> None:
@@ -45,10 +48,7 @@ def test_migrations_run_once_before_the_services() -> None:
     assert services["migrate"]["command"][:2] == ["trainlens", "migrate"]
     assert "--wait" in services["migrate"]["command"]  # PostgreSQL may still be starting
     assert services["migrate"]["restart"] == "no"
-    for name in ("api", "worker"):
-        assert (
-            services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
-        )
+    assert services["api"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
 
 
 def test_health_checks() -> None:
