@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -13,6 +13,29 @@ from trainer.control import check_stop
 from trainer.tokenizer import Tokenizer
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class StepValues(NamedTuple):
+    """A step's numbers on the host. They leave the device together, in one `.tolist()`:
+    each separate read would be a host sync that stalls the GPU's queue."""
+
+    loss: float  # mean over micro-batches (and ranks)
+    grad_norm: float  # before clipping
+    stop_votes: float  # ranks that asked to stop
+    instruments: list[float]  # LayerInstruments.metrics' vector; empty off instrument steps
+
+    @classmethod
+    def to_host(
+        cls, scalars: dict[str, torch.Tensor], instruments: torch.Tensor | None
+    ) -> StepValues:
+        """`scalars`: a one-element tensor per scalar field, by name."""
+        names = cls._fields[:-1]
+        parts = [scalars[name].float().view(1) for name in names]
+        if instruments is not None:
+            parts.append(instruments.float().flatten())
+        values = torch.cat(parts).tolist()  # the step's one device -> host transfer
+        head, instrument_values = values[: len(names)], values[len(names) :]
+        return cls(**dict(zip(names, head, strict=True)), instruments=instrument_values)
 
 
 def forward_backward(

@@ -57,7 +57,7 @@ from trainer.runtime import autocast_context, configure_backends, make_grad_scal
 from trainer.schedule import config_lr
 from trainer.sink import MetricSink
 from trainer.stats import is_loss_spike
-from trainer.steps import estimate_loss, forward_backward, sample_text
+from trainer.steps import StepValues, estimate_loss, forward_backward, sample_text
 from trainer.timing import TimingLog
 from trainer.tokenizer import build_tokenizer, tokenizer_from_state
 
@@ -296,7 +296,7 @@ class _Run:
                 self.timing.step(step_time)
             except StopRequested:
                 return self._stop_before(step, rng_before_step, last_loss)
-            loss, grad_norm, stop_votes = values[:3]
+            loss, grad_norm = values.loss, values.grad_norm
 
             # With a GradScaler a non-finite gradient is routine: the scaler skips the
             # step and lowers the scale, so it is reported as a skip, not as a fault.
@@ -310,7 +310,7 @@ class _Run:
                 metrics["train/skipped"] = float(skipped or scaler_skip)
             metrics.update(self._perf(step_time))
             if instrument:
-                metrics.update(self.instruments.metrics(values[3:]))
+                metrics.update(self.instruments.metrics(values.instruments))
             finder_done = finder is not None and self._lr_finder_step(finder, step, metrics)
             if self.dist.is_main:
                 self.sink.log(step, metrics, time.time())
@@ -327,7 +327,7 @@ class _Run:
                 reason = f"non-finite loss or gradient at step {step}"
                 return self._result("stopped", step + 1, last_loss, reason)
 
-            stop = stop_votes > 0
+            stop = values.stop_votes > 0
             done = step == config.max_steps - 1
             if stop or done or (step + 1) % config.checkpoint_interval == 0:
                 if not nonfinite and self._state_is_finite():
@@ -372,9 +372,9 @@ class _Run:
 
     def _train_step(
         self, step: int, instrument: bool, history: deque[float]
-    ) -> tuple[list[float], bool]:
-        """Accumulate, clip, maybe skip, update. Returns the step's numbers (one transfer):
-        [loss, pre-clip grad norm, stop votes, *instruments], and whether it skipped."""
+    ) -> tuple[StepValues, bool]:
+        """Accumulate, clip, maybe skip, update. Returns the step's numbers (one transfer)
+        and whether it skipped."""
         config = self.config
         loss, act_stats = forward_backward(
             self.train_model,
@@ -421,12 +421,14 @@ class _Run:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-        parts = [loss.view(1), grad_norm.float().view(1), shared[1].view(1)]
+        instruments = None
         if instrument:
             assert act_stats is not None and layer_grads is not None
             update = self.instruments.param_and_update()
-            parts += [act_stats.flatten(), layer_grads.flatten(), update.flatten()]
-        return torch.cat(parts).tolist(), skipped  # the step's one device -> host transfer
+            # In the order LayerInstruments.metrics reads them.
+            instruments = torch.cat((act_stats.flatten(), layer_grads.flatten(), update.flatten()))
+        scalars = {"loss": loss, "grad_norm": grad_norm, "stop_votes": shared[1]}
+        return StepValues.to_host(scalars, instruments), skipped
 
     def _result(
         self,
