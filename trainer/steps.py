@@ -45,7 +45,7 @@ def forward_backward(
     autocast: Any,
     scaler: torch.amp.GradScaler | None = None,
     collect_stats: bool = False,
-    inject_nan: bool = False,
+    on_loss: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Accumulate gradients over accum_steps micro-batches.
@@ -53,7 +53,8 @@ def forward_backward(
     Each micro-batch loss is divided by accum_steps, so the summed gradient is the
     gradient of the mean loss over the whole step, exactly as one big batch would give.
     Returns the step's mean loss (detached, on device) and the first micro-batch's
-    activation statistics (n_layer, 8) when collect_stats. Raises StopRequested before
+    activation statistics (n_layer, 8) when collect_stats. `on_loss(micro, loss)` may
+    replace each micro-batch's loss before backward (faults). Raises StopRequested before
     a micro-batch when `should_stop()`: the caller drops the partial gradients.
     """
     total: torch.Tensor | None = None
@@ -69,8 +70,8 @@ def forward_backward(
         if micro == 0:
             stats = micro_stats
         loss = loss / accum_steps
-        if inject_nan and micro == 0:
-            loss = loss * float("nan")  # the `nan` scenario's fault
+        if on_loss is not None:
+            loss = on_loss(micro, loss)
         (scaler.scale(loss) if scaler is not None else loss).backward()
         total = loss.detach() if total is None else total + loss.detach()
     assert total is not None

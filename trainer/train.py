@@ -47,6 +47,7 @@ from trainer.distributed import (
     init_distributed,
     shutdown_distributed,
 )
+from trainer.faults import Faults
 from trainer.instruments import LayerInstruments, memory_gb, resident_bytes
 from trainer.lr_finder import LRRangeTest
 from trainer.memory import estimate_memory
@@ -141,6 +142,7 @@ class _Run:
         self.device = resolve_device(config.device, dist_info.local_rank)
         configure_backends(self.device)
         self.autocast = autocast_context(config, self.device)
+        self.faults = Faults(config.faults)
         self.best_val_loss: float | None = None
         self.last_val_loss: float | None = None
         self.evals_without_improvement = 0  # for actions.early_stop
@@ -201,9 +203,7 @@ class _Run:
 
     def _restore(self, state: dict[str, Any]) -> int:
         self.model.load_state_dict(state["model"])
-        if self.config.faults.drop_optimizer_on_resume:
-            log.warning("fault drop_optimizer_on_resume: optimizer state discarded")
-        else:
+        if self.faults.keeps_optimizer_on_resume():
             self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
@@ -264,14 +264,14 @@ class _Run:
     # -- the loop ------------------------------------------------------------------------
 
     def loop(self, resume: bool) -> TrainResult:
-        config, faults = self.config, self.config.faults
+        config = self.config
         start_step = self._setup(resume)
         history: deque[float] = deque(maxlen=SPIKE_WINDOW)  # recent finite losses
         last_loss: float | None = None
         finder = LRRangeTest(config.lr_finder) if config.lr_finder is not None else None
 
         for step in range(start_step, config.max_steps):
-            if faults.restart_at_step == step and step > start_step:
+            if self.faults.restarts_before(step, start_step):
                 if self._state_is_finite():
                     self._save(LATEST, step)
                 self.sink.flush()
@@ -383,7 +383,7 @@ class _Run:
             self.autocast,
             self.scaler,
             collect_stats=instrument,
-            inject_nan=config.faults.nan_step == step,
+            on_loss=functools.partial(self.faults.on_loss, step),
             should_stop=self.interrupt,
         )
         if self.scaler is not None:
