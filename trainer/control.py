@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
@@ -12,6 +12,16 @@ from typing import Protocol
 class TrainControl(Protocol):
     def should_stop(self) -> bool:
         """Polled once per step; True makes the loop checkpoint and return."""
+
+
+class StopRequested(Exception):
+    """A stop honoured inside a step, an evaluation or a sample: the partial work is dropped."""
+
+
+def check_stop(should_stop: Callable[[], bool] | None) -> None:
+    """Raise StopRequested if a stop was asked for (None: this caller cannot be interrupted)."""
+    if should_stop is not None and should_stop():
+        raise StopRequested
 
 
 class StopFlag:

@@ -8,12 +8,12 @@ curve shows the model changing, not sampling noise.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
 
 from trainer.config import TrainConfig
+from trainer.faults import Faults
 from trainer.tokenizer import Tokenizer
 
 
@@ -25,13 +25,10 @@ class Splits:
 
 def make_splits(config: TrainConfig, text: str, tokenizer: Tokenizer) -> Splits:
     """Contiguous split: the first 1 - val_fraction for training, the rest held out."""
-    if config.faults.corpus_chars is not None:
-        text = text[: config.faults.corpus_chars]
-    ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)  # (N,)
+    faults = Faults(config.faults)
+    ids = torch.tensor(tokenizer.encode(faults.corpus(text)), dtype=torch.long)  # (N,)
     n_train = int(len(ids) * (1 - config.val_fraction))
-    train, val = ids[:n_train], ids[n_train:]
-    if config.faults.leak_val:
-        val = train  # the fault: "held-out" windows come from the training text
+    train, val = ids[:n_train], faults.held_out(ids[:n_train], ids[n_train:])
     for name, part in (("training", train), ("validation", val)):
         if len(part) < config.block_size + 2:
             raise ValueError(
@@ -62,6 +59,7 @@ class Batches:
 
     def __init__(self, config: TrainConfig, splits: Splits, device: torch.device, rank: int = 0):
         self.config = config
+        self.faults = Faults(config.faults)
         self.splits = splits
         self.device = device
         self.generator = torch.Generator().manual_seed(data_seed(config.seed, rank))
@@ -83,23 +81,16 @@ class Batches:
 
     def train_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One micro-batch for `step`: inputs (B, T) and targets (B, T)."""
-        cfg, faults = self.config, self.config.faults
+        cfg = self.config
         x, y = random_windows(self.splits.train, cfg.batch_size, cfg.block_size, self.generator)
-        if faults.spike_step == step:
-            x = torch.full_like(x, self.spike_token)  # (B, T)
-            y = torch.full_like(y, self.spike_token)  # (B, T)
-        if faults.stall_step is not None and 0 <= step - faults.stall_step < faults.stall_steps:
-            time.sleep(faults.stall_seconds)  # the fault: a loader that cannot keep up
-        return self._to_device(x, y)
+        return self._to_device(*self.faults.train_batch(step, x, y, self.spike_token))
 
     def eval_batches(self, split: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The fixed evaluation windows of a split ("train" or "val")."""
+        split = self.faults.eval_split(split)
         if split not in self._eval_cache:
             data = self.splits.train if split == "train" else self.splits.val
-            # Different seeds per split. The leak_val fault is the flagrant leak: the val
-            # loader is the train loader, same text and same windows.
-            leaked = self.config.faults.leak_val
-            seed = self.eval_seed + (0 if split == "train" or leaked else 1)
+            seed = self.eval_seed + (0 if split == "train" else 1)  # each split its windows
             generator = torch.Generator().manual_seed(seed)
             cfg = self.config
             self._eval_cache[split] = [

@@ -16,6 +16,7 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from trainer.config import TrainConfig
+from trainer.faults import Faults
 
 # |pre-activation| above this is outside GELU's curved region: below -3 it is flat at
 # ~0 (no gradient), above +3 it is the identity. Counted as saturated.
@@ -135,10 +136,7 @@ class GPT(nn.Module):
         for name, param in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
-        scale = config.faults.output_init_scale
-        if scale != 1.0:
-            with torch.no_grad():
-                self.lm_head.weight.mul_(scale)
+        Faults(config.faults).init_output_layer(self.lm_head.weight)
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear):

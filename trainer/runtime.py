@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from trainer.config import TrainConfig
+from trainer.faults import Faults
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -49,6 +50,6 @@ def autocast_context(config: TrainConfig, device: torch.device) -> Any:
 
 def make_grad_scaler(config: TrainConfig, device: torch.device) -> torch.amp.GradScaler | None:
     """fp16 needs loss scaling or small gradients flush to zero; bf16/fp32 do not."""
-    if config.precision != "fp16" or config.faults.fp16_no_scaler:
+    if config.precision != "fp16" or not Faults(config.faults).allows_grad_scaler():
         return None
     return torch.amp.GradScaler(device.type)

@@ -3,15 +3,39 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from trainer.control import check_stop
 from trainer.tokenizer import Tokenizer
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class StepValues(NamedTuple):
+    """A step's numbers on the host. They leave the device together, in one `.tolist()`:
+    each separate read would be a host sync that stalls the GPU's queue."""
+
+    loss: float  # mean over micro-batches (and ranks)
+    grad_norm: float  # before clipping
+    stop_votes: float  # ranks that asked to stop
+    instruments: list[float]  # LayerInstruments.metrics' vector; empty off instrument steps
+
+    @classmethod
+    def to_host(
+        cls, scalars: dict[str, torch.Tensor], instruments: torch.Tensor | None
+    ) -> StepValues:
+        """`scalars`: a one-element tensor per scalar field, by name."""
+        names = cls._fields[:-1]
+        parts = [scalars[name].float().view(1) for name in names]
+        if instruments is not None:
+            parts.append(instruments.float().flatten())
+        values = torch.cat(parts).tolist()  # the step's one device -> host transfer
+        head, instrument_values = values[: len(names)], values[len(names) :]
+        return cls(**dict(zip(names, head, strict=True)), instruments=instrument_values)
 
 
 def forward_backward(
@@ -21,18 +45,22 @@ def forward_backward(
     autocast: Any,
     scaler: torch.amp.GradScaler | None = None,
     collect_stats: bool = False,
-    inject_nan: bool = False,
+    on_loss: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Accumulate gradients over accum_steps micro-batches.
 
     Each micro-batch loss is divided by accum_steps, so the summed gradient is the
     gradient of the mean loss over the whole step, exactly as one big batch would give.
     Returns the step's mean loss (detached, on device) and the first micro-batch's
-    activation statistics (n_layer, 8) when collect_stats.
+    activation statistics (n_layer, 8) when collect_stats. `on_loss(micro, loss)` may
+    replace each micro-batch's loss before backward (faults). Raises StopRequested before
+    a micro-batch when `should_stop()`: the caller drops the partial gradients.
     """
     total: torch.Tensor | None = None
     stats: torch.Tensor | None = None
     for micro in range(accum_steps):
+        check_stop(should_stop)
         x, y = next_batch()
         if isinstance(model, DDP):
             # All-reduce gradients only once, after the last micro-batch.
@@ -42,8 +70,8 @@ def forward_backward(
         if micro == 0:
             stats = micro_stats
         loss = loss / accum_steps
-        if inject_nan and micro == 0:
-            loss = loss * float("nan")  # the `nan` scenario's fault
+        if on_loss is not None:
+            loss = on_loss(micro, loss)
         (scaler.scale(loss) if scaler is not None else loss).backward()
         total = loss.detach() if total is None else total + loss.detach()
     assert total is not None
@@ -51,16 +79,23 @@ def forward_backward(
 
 
 @torch.no_grad()
-def estimate_loss(model: nn.Module, batches: list[Batch], autocast: Any) -> torch.Tensor:
+def estimate_loss(
+    model: nn.Module,
+    batches: list[Batch],
+    autocast: Any,
+    should_stop: Callable[[], bool] | None = None,
+) -> torch.Tensor:
     """Mean loss over fixed batches in eval mode (no dropout), on device.
 
     Train mode is restored afterwards whatever the model's mode was on entry: the
-    loop only evaluates between training steps.
+    loop only evaluates between training steps. Raises StopRequested between batches
+    when `should_stop()`.
     """
     model.eval()
     try:
         losses = []
         for x, y in batches:
+            check_stop(should_stop)
             with autocast:
                 _, loss, _ = model(x, y)
             losses.append(loss.float())
@@ -76,13 +111,15 @@ def sample_text(
     device: torch.device,
     autocast: Any,
     seed: int,
+    should_stop: Callable[[], bool] | None = None,
     max_new_tokens: int = 200,
     temperature: float = 0.8,
 ) -> str:
     """A text sample from a newline prompt, with its own generator.
 
     The private generator keeps sampling out of the training RNG stream, so a run
-    with samples and a resumed run without them stay bitwise identical.
+    with samples and a resumed run without them stay bitwise identical. Generated one
+    token per call so that a stop (StopRequested) is honoured between tokens.
     """
     try:
         prompt = tokenizer.encode("\n")
@@ -93,7 +130,9 @@ def sample_text(
     model.eval()
     try:
         with autocast:
-            out = model.generate(idx, max_new_tokens, temperature, generator=generator)
+            for _ in range(max_new_tokens):
+                check_stop(should_stop)
+                idx = model.generate(idx, 1, temperature, generator=generator)  # (1, T + 1)
     finally:
         model.train()
-    return tokenizer.decode(out[0, len(prompt) :].tolist())
+    return tokenizer.decode(idx[0, len(prompt) :].tolist())

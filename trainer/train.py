@@ -5,6 +5,11 @@ evaluate and sample on schedule, set the LR, accumulate gradients, clip, step, a
 log one row of metrics. The step's numbers leave the device in one `.tolist()`.
 Checkpoints are written every checkpoint_interval steps, on stop and at the end, never
 from a non-finite state; the best-by-val checkpoint is written at evals.
+
+A stop (SIGTERM) is honoured between micro-batches, eval batches and sampled tokens,
+not only between steps: the worker kills a run that is slow to stop. A step it
+interrupts is dropped whole (no update, no metrics row) and the checkpoint holds the
+state before it, RNG included, so a resume runs that step again as if never begun.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from trainer.checkpoint import (
     write_checkpoint_info,
 )
 from trainer.config import TrainConfig
-from trainer.control import StopFlag, TrainControl, stop_on_sigterm
+from trainer.control import StopFlag, StopRequested, TrainControl, check_stop, stop_on_sigterm
 from trainer.data import Batches, data_seed, make_splits
 from trainer.distributed import (
     DistInfo,
@@ -42,17 +47,18 @@ from trainer.distributed import (
     init_distributed,
     shutdown_distributed,
 )
+from trainer.faults import Faults
 from trainer.instruments import LayerInstruments, memory_gb, resident_bytes
-from trainer.lr_finder import LRRangeTest
 from trainer.memory import estimate_memory
 from trainer.mfu import device_peak_flops, flops_per_token
 from trainer.model import GPT, build_model
 from trainer.optim import build_optimizer, set_lr
 from trainer.runtime import autocast_context, configure_backends, make_grad_scaler, resolve_device
-from trainer.schedule import config_lr
+from trainer.schedule import LRRangeTest, config_lr
 from trainer.sink import MetricSink
 from trainer.stats import is_loss_spike
-from trainer.steps import estimate_loss, forward_backward, sample_text
+from trainer.steps import StepValues, estimate_loss, forward_backward, sample_text
+from trainer.timing import TimingLog
 from trainer.tokenizer import build_tokenizer, tokenizer_from_state
 
 __all__ = ["TrainControl", "TrainResult", "train"]
@@ -89,9 +95,11 @@ def train(
 ) -> TrainResult:
     """Train on `text`, logging to `sink` and checkpointing under `out_dir`.
 
-    Stops when `control.should_stop()` (polled once per step) or SIGTERM asks: the step
-    in flight finishes, a checkpoint is written and the sink flushed. Under torchrun every
-    rank calls this; only rank 0 logs and writes files. The sink is flushed, not closed.
+    Stops when `control.should_stop()` (polled once per step) or SIGTERM asks: a
+    checkpoint of the last completed step is written and the sink flushed. SIGTERM is
+    heard mid-step (see the module docstring); under DDP, where every rank must finish
+    the step's collectives, only between steps. Under torchrun every rank calls this;
+    only rank 0 logs and writes files. The sink is flushed, not closed.
     """
     out_dir = Path(out_dir)
     requested = resolve_device(config.device).type
@@ -127,15 +135,21 @@ class _Run:
     ) -> None:
         self.config, self.text, self.out_dir, self.sink = config, text, out_dir, sink
         self.control, self.flag, self.dist = control, flag, dist_info
+        # Polled inside steps, evals and samples. Not under DDP: a rank that left a step
+        # early would leave the others waiting in its all-reduce forever.
+        self.interrupt = None if dist_info.enabled else flag.should_stop
         self.device = resolve_device(config.device, dist_info.local_rank)
         configure_backends(self.device)
         self.autocast = autocast_context(config, self.device)
+        self.faults = Faults(config.faults)
         self.best_val_loss: float | None = None
         self.last_val_loss: float | None = None
         self.evals_without_improvement = 0  # for actions.early_stop
         self.early_stop_reason: str | None = None
         self.lr_finder_reason: str | None = None
         self.last_checkpoint: Path | None = None
+        self.last_checkpoint_step: int | None = None
+        self.timing = TimingLog(out_dir, enabled=dist_info.is_main)  # timing.json
 
     # -- setup ---------------------------------------------------------------------------
 
@@ -169,6 +183,7 @@ class _Run:
             torch.manual_seed(config.seed + rank)
         else:
             start_step = self._restore(state)
+            self.last_checkpoint, self.last_checkpoint_step = checkpoint_path, start_step
 
         if config.compile:
             log.info("compiling the model (the first steps are slow)")
@@ -187,9 +202,7 @@ class _Run:
 
     def _restore(self, state: dict[str, Any]) -> int:
         self.model.load_state_dict(state["model"])
-        if self.config.faults.drop_optimizer_on_resume:
-            log.warning("fault drop_optimizer_on_resume: optimizer state discarded")
-        else:
+        if self.faults.keeps_optimizer_on_resume():
             self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
@@ -214,11 +227,16 @@ class _Run:
         norms = torch.stack(torch._foreach_norm([p.detach() for p in self.params]))
         return bool(torch.isfinite(norms).all())
 
-    def _save(self, name: str, next_step: int) -> None:
-        """Checkpoint (a collective under DDP: every rank calls it, rank 0 writes)."""
+    def _rng_state(self) -> dict[str, Any]:
         rng = capture_rng_state()
         rng["data"] = self.batches.generator.get_state()
-        all_rng = gather_to_main(rng, self.dist)
+        return rng
+
+    def _save(self, name: str, next_step: int, rng: dict[str, Any] | None = None) -> None:
+        """Checkpoint (a collective under DDP: every rank calls it, rank 0 writes).
+
+        `rng`: the RNG state to store, when the current one is past `next_step`'s start."""
+        all_rng = gather_to_main(rng or self._rng_state(), self.dist)
         if not self.dist.is_main:
             return
         state = {
@@ -234,43 +252,50 @@ class _Run:
             "world_size": self.dist.world_size,
         }
         path = self.out_dir / name
+        t0 = time.perf_counter()
         save_checkpoint(state, path)
+        self.timing.checkpoint(time.perf_counter() - t0)
         val_loss = self.best_val_loss if name == BEST else self.last_val_loss
         write_checkpoint_info(path, {"step": next_step, "val_loss": val_loss})
         if name == LATEST:
-            self.last_checkpoint = path
+            self.last_checkpoint, self.last_checkpoint_step = path, next_step
 
     # -- the loop ------------------------------------------------------------------------
 
     def loop(self, resume: bool) -> TrainResult:
-        config, faults = self.config, self.config.faults
+        config = self.config
         start_step = self._setup(resume)
         history: deque[float] = deque(maxlen=SPIKE_WINDOW)  # recent finite losses
         last_loss: float | None = None
         finder = LRRangeTest(config.lr_finder) if config.lr_finder is not None else None
 
         for step in range(start_step, config.max_steps):
-            if faults.restart_at_step == step and step > start_step:
+            if self.faults.restarts_before(step, start_step):
                 if self._state_is_finite():
                     self._save(LATEST, step)
                 self.sink.flush()
                 raise _Restart
-            metrics = self._between_steps(step, first=step == start_step)
-            if self.early_stop_reason is not None:
-                # The eval before this step said stop: log it and keep the weights it scored.
-                if self.dist.is_main:
-                    self.sink.log(step, metrics, time.time())
-                if self._state_is_finite():
-                    self._save(LATEST, step)
-                return self._result("completed", step, last_loss, self.early_stop_reason)
-            lr = config_lr(config, step)
-            set_lr(self.optimizer, lr)
-            instrument = step % config.instrument_interval == 0
+            rng_before_step = self._rng_state()
+            try:
+                metrics = self._between_steps(step, first=step == start_step)
+                if self.early_stop_reason is not None:
+                    # The eval before this step said stop: log it and keep the weights it scored.
+                    if self.dist.is_main:
+                        self.sink.log(step, metrics, time.time())
+                    if self._state_is_finite():
+                        self._save(LATEST, step)
+                    return self._result("completed", step, last_loss, self.early_stop_reason)
+                lr = config_lr(config, step)
+                set_lr(self.optimizer, lr)
+                instrument = step % config.instrument_interval == 0
 
-            t0 = time.perf_counter()
-            values, skipped = self._train_step(step, instrument, history)
-            step_time = time.perf_counter() - t0
-            loss, grad_norm, stop_votes = values[:3]
+                t0 = time.perf_counter()
+                values, skipped = self._train_step(step, instrument, history)
+                step_time = time.perf_counter() - t0
+                self.timing.step(step_time)
+            except StopRequested:
+                return self._stop_before(step, rng_before_step, last_loss)
+            loss, grad_norm = values.loss, values.grad_norm
 
             # With a GradScaler a non-finite gradient is routine: the scaler skips the
             # step and lowers the scale, so it is reported as a skip, not as a fault.
@@ -284,7 +309,7 @@ class _Run:
                 metrics["train/skipped"] = float(skipped or scaler_skip)
             metrics.update(self._perf(step_time))
             if instrument:
-                metrics.update(self.instruments.metrics(values[3:]))
+                metrics.update(self.instruments.metrics(values.instruments))
             finder_done = finder is not None and self._lr_finder_step(finder, step, metrics)
             if self.dist.is_main:
                 self.sink.log(step, metrics, time.time())
@@ -301,7 +326,7 @@ class _Run:
                 reason = f"non-finite loss or gradient at step {step}"
                 return self._result("stopped", step + 1, last_loss, reason)
 
-            stop = stop_votes > 0
+            stop = values.stop_votes > 0
             done = step == config.max_steps - 1
             if stop or done or (step + 1) % config.checkpoint_interval == 0:
                 if not nonfinite and self._state_is_finite():
@@ -313,6 +338,16 @@ class _Run:
                 )
         return self._result("completed", config.max_steps, last_loss, None)
 
+    def _stop_before(
+        self, step: int, rng_before_step: dict[str, Any], last_loss: float | None
+    ) -> TrainResult:
+        """Stopped inside `step`: drop its partial gradients and checkpoint the state
+        before it (weights, optimizer and RNG), so a resume begins `step` afresh."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.last_checkpoint_step != step and self._state_is_finite():
+            self._save(LATEST, step, rng_before_step)
+        return self._result("stopped", step, last_loss, self.flag.reason or "stop requested")
+
     def _between_steps(self, step: int, first: bool) -> dict[str, float]:
         """Markers, evaluation and samples due before `step` trains (not timed)."""
         config = self.config
@@ -323,25 +358,22 @@ class _Run:
                 metrics["perf/peak_estimated"] = 1.0  # MFU against a probed CPU peak
             if self.resumed:
                 metrics["train/resumed"] = 1.0  # the resume_discontinuity rule keys on it
-        if self.flag.should_stop() and not self.dist.enabled:
-            # SIGTERM came: this is the last step. Its eval and sample can take seconds,
-            # so they are skipped and the stop lands well inside the worker's grace
-            # period. (Under DDP, eval is collective and every rank runs it.)
-            return metrics
+        check_stop(self.interrupt)
         if step % config.eval_interval == 0 or step == config.max_steps - 1:
             metrics.update(self._evaluate(step))
         if self.dist.is_main and step > 0 and step % config.sample_interval == 0:
+            seed = config.seed + step
             text = sample_text(
-                self.model, self.tokenizer, self.device, self.autocast, config.seed + step
+                self.model, self.tokenizer, self.device, self.autocast, seed, self.interrupt
             )
             self.sink.sample(step, text)
         return metrics
 
     def _train_step(
         self, step: int, instrument: bool, history: deque[float]
-    ) -> tuple[list[float], bool]:
-        """Accumulate, clip, maybe skip, update. Returns the step's numbers (one transfer):
-        [loss, pre-clip grad norm, stop votes, *instruments], and whether it skipped."""
+    ) -> tuple[StepValues, bool]:
+        """Accumulate, clip, maybe skip, update. Returns the step's numbers (one transfer)
+        and whether it skipped."""
         config = self.config
         loss, act_stats = forward_backward(
             self.train_model,
@@ -350,7 +382,8 @@ class _Run:
             self.autocast,
             self.scaler,
             collect_stats=instrument,
-            inject_nan=config.faults.nan_step == step,
+            on_loss=functools.partial(self.faults.on_loss, step),
+            should_stop=self.interrupt,
         )
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)  # clip and measure true gradients
@@ -387,12 +420,14 @@ class _Run:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-        parts = [loss.view(1), grad_norm.float().view(1), shared[1].view(1)]
+        instruments = None
         if instrument:
             assert act_stats is not None and layer_grads is not None
             update = self.instruments.param_and_update()
-            parts += [act_stats.flatten(), layer_grads.flatten(), update.flatten()]
-        return torch.cat(parts).tolist(), skipped  # the step's one device -> host transfer
+            # In the order LayerInstruments.metrics reads them.
+            instruments = torch.cat((act_stats.flatten(), layer_grads.flatten(), update.flatten()))
+        scalars = {"loss": loss, "grad_norm": grad_norm, "stop_votes": shared[1]}
+        return StepValues.to_host(scalars, instruments), skipped
 
     def _result(
         self,
@@ -408,13 +443,17 @@ class _Run:
 
     def _evaluate(self, step: int) -> dict[str, float]:
         """val/loss and train/loss_eval over the fixed eval windows; best checkpoint."""
+        t0 = time.perf_counter()
         pair = torch.stack(
             [
-                estimate_loss(self.eval_model, self.batches.eval_batches(split), self.autocast)
+                estimate_loss(
+                    self.eval_model, self.batches.eval_batches(split), self.autocast, self.interrupt
+                )
                 for split in ("val", "train")
             ]
         )
         val_loss, train_loss = (all_reduce_sum(pair, self.dist) / self.dist.world_size).tolist()
+        self.timing.eval(time.perf_counter() - t0)
         self.last_val_loss = val_loss if math.isfinite(val_loss) else None
         metrics = {"val/loss": val_loss, "train/loss_eval": train_loss}
         early_stop = self.config.actions.early_stop

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from tests.trainer.conftest import run
 from trainer.config import LRFinderConfig
-from trainer.lr_finder import LRRangeTest, sweep_lr
 from trainer.presets import PRESETS, preset_config
+from trainer.schedule import LRRangeTest, sweep_lr
 
 
 def test_the_sweep_is_exponential_from_start_to_end() -> None:
@@ -30,9 +30,7 @@ def test_divergence_is_judged_on_the_smoothed_loss() -> None:
     assert LRRangeTest(LRFinderConfig()).observe(1e-3, math.nan) is True
 
 
-def test_lr_finder_suggests_an_lr_between_too_low_and_too_high(
-    tmp_path: Path, corpus: str
-) -> None:
+def test_lr_finder_suggests_an_lr_between_too_low_and_too_high(tmp_path: Path, corpus: str) -> None:
     config = preset_config("lr_finder", {"device": "cpu"})
     result, sink = run(config, corpus, tmp_path / "run")
     assert result.status == "completed"

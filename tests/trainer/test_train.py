@@ -14,6 +14,7 @@ from trainer import mfu
 from trainer import train as train_module
 from trainer.data import Batches, make_splits
 from trainer.model import build_model
+from trainer.steps import StepValues
 from trainer.tokenizer import build_tokenizer
 
 STEP_KEYS = {
@@ -110,6 +111,17 @@ def test_a_step_moves_to_the_host_once(
     run(config, corpus, tmp_path)
     evals = 2  # step 0 and the last step
     assert calls == {"tolist": config.max_steps + evals, "item": 0}
+
+
+def test_step_values_travel_by_name() -> None:
+    scalars = {
+        "stop_votes": torch.tensor(1.0),
+        "loss": torch.tensor(2.5),
+        "grad_norm": torch.tensor(3.0),
+    }
+    values = StepValues.to_host(scalars, torch.arange(4.0).view(2, 2))
+    assert values == StepValues(loss=2.5, grad_norm=3.0, stop_votes=1.0, instruments=[0, 1, 2, 3])
+    assert StepValues.to_host(scalars, None).instruments == []
 
 
 def test_mfu_is_omitted_when_the_peak_is_unknown(
