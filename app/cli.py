@@ -212,7 +212,8 @@ class EmbeddedWorker:
             return
         process.terminate()
         try:
-            process.wait(timeout=self.settings.stop_grace_seconds + 10)
+            # The worker sizes each run's grace from its measured steps; allow for that.
+            process.wait(timeout=self.settings.stop_grace_seconds + 30)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)

@@ -29,6 +29,8 @@ from typing import IO, Any
 
 import httpx
 
+from trainer.timing import read_timing
+
 log = logging.getLogger("trainlens.worker")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +39,9 @@ RUN_FILE = "run.json"  # the claimed run (config, dataset), for the child to rea
 OUTPUT_LOG = "output.log"
 OUTPUT_TAIL_LINES = 40
 DEFAULT_URL = "http://127.0.0.1:8000"
+# A stopping process still has to exit (interpreter and torch shutdown: seconds on a
+# loaded machine) after its checkpoint.
+EXIT_MARGIN_SECONDS = 5.0
 
 
 def _env_float(name: str, default: float) -> float:
@@ -285,7 +290,7 @@ class Worker:
             job.shutdown = True
             job.reason = job.reason or f"worker {self.config.name} shut down"
             self._signal(job, signal.SIGTERM)
-        deadline = time.monotonic() + self.config.stop_grace_seconds
+        deadline = time.monotonic() + max([0.0, *map(self._grace, self.jobs.values())])
         while self.jobs and time.monotonic() < deadline:
             self._reap()
             time.sleep(0.1)
@@ -366,10 +371,22 @@ class Worker:
             if job is not None and job.stop_sent_at is None:
                 self._signal(job, signal.SIGTERM)
 
+    def _grace(self, job: Job) -> float:
+        """How long a stop may take before SIGKILL: the setting, or more for a run whose
+        measured steps and checkpoint writes are slow (the loop stops between
+        micro-batches, then writes a checkpoint, then the process exits)."""
+        timing = read_timing(job.out_dir)
+        needed = (
+            2 * timing.get("step_seconds", 0.0)
+            + 2 * timing.get("checkpoint_seconds", 0.0)
+            + EXIT_MARGIN_SECONDS
+        )
+        return max(self.config.stop_grace_seconds, needed)
+
     def _enforce_grace(self) -> None:
-        grace = self.config.stop_grace_seconds
         for job in self.jobs.values():
             if job.stop_sent_at is not None and not job.killed:
+                grace = self._grace(job)
                 if time.monotonic() - job.stop_sent_at > grace:
                     job.reason = f"did not stop within {grace:.0f} s; killed"
                     self._signal(job, signal.SIGKILL)
