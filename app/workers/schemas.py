@@ -3,12 +3,14 @@ database only through these endpoints (and the metric ingest)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.runs.schemas import RunFiles
-from app.strict import StorableText
+from app.strict import RUN_ID_MAX, StorableText
+
+INT32_MAX = 2**31 - 1  # the pid column
 
 
 class StrictModel(BaseModel):
@@ -24,7 +26,7 @@ class WorkerHello(StrictModel):
     name: str = WorkerName
     instance: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")
     host: str = Field(min_length=1, max_length=200)
-    pid: int = Field(ge=1)
+    pid: int = Field(ge=1, le=INT32_MAX)
     slots: int = Field(ge=1, le=1024)
 
 
@@ -36,7 +38,9 @@ class Lease(BaseModel):
 
 class Beat(StrictModel):
     instance: str = Field(min_length=8, max_length=64)
-    runs: list[int] = Field(default_factory=list, max_length=1024)
+    runs: list[Annotated[int, Field(ge=1, le=RUN_ID_MAX)]] = Field(
+        default_factory=list, max_length=1024
+    )
 
 
 class Directives(BaseModel):
