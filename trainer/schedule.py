@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 from trainer.config import LRFinderConfig, TrainConfig
 
 
@@ -91,3 +93,9 @@ class LRRangeTest:
 
     def suggestion(self) -> float | None:
         return None if self.best_lr is None else self.best_lr * SUGGESTION_FRACTION
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set the LR on every group, every step, so a resumed run cannot keep a stale one."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr

@@ -51,10 +51,9 @@ from trainer.faults import Faults
 from trainer.instruments import LayerInstruments, memory_gb, resident_bytes
 from trainer.memory import estimate_memory
 from trainer.mfu import device_peak_flops, flops_per_token
-from trainer.model import GPT, build_model
-from trainer.optim import build_optimizer, set_lr
+from trainer.model import GPT, build_model, build_optimizer
 from trainer.runtime import autocast_context, configure_backends, make_grad_scaler, resolve_device
-from trainer.schedule import LRRangeTest, config_lr
+from trainer.schedule import LRRangeTest, config_lr, set_lr
 from trainer.sink import MetricSink
 from trainer.stats import is_loss_spike
 from trainer.steps import StepValues, estimate_loss, forward_backward, sample_text

@@ -11,8 +11,7 @@ import torch
 from tests.trainer.conftest import SHAKESPEARE, tiny_config
 from trainer.config import TrainConfig
 from trainer.data import make_splits, random_windows
-from trainer.model import GPT, build_model
-from trainer.optim import build_optimizer, param_groups
+from trainer.model import GPT, build_model, build_optimizer, param_groups
 from trainer.schedule import config_lr, lr_at
 from trainer.steps import estimate_loss, forward_backward
 from trainer.tokenizer import CharTokenizer, build_tokenizer
