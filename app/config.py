@@ -68,18 +68,13 @@ class Settings(BaseSettings):
         description="an external run without heartbeat or data this long becomes crashed "
         "(the client beats every 10 s)",
     )
+    # The worker reads its own settings (trainer/worker.py: TRAINLENS_WORKER_SLOTS, ...);
+    # serve reads this one too, to wait for its embedded worker's runs to stop.
     stop_grace_seconds: float = Field(default=10.0, gt=0)
-    worker_slots: int | None = Field(
-        default=None, ge=1, description="concurrent runs; default one per visible GPU, one on CPU"
-    )
-    worker_poll_seconds: float = Field(default=0.5, gt=0, le=10)
     gpu_name: str | None = Field(
         default=None,
         description="the GPU the workers train on (e.g. 'H100'): launches are checked "
         "against its memory; unset, cuda runs are checked against the largest known GPU",
-    )
-    worker_alive_file: Path | None = Field(
-        default=None, description="touched every worker round, for container health checks"
     )
 
     # rule engine

@@ -110,9 +110,17 @@ def _session_cookie(headers: Headers) -> str:
     return morsel.value if morsel is not None else ""
 
 
-# What the worker token reaches: the worker endpoints, and a launched run's metric and
-# sample ingest (its training child logs through the same client users' scripts use).
-WORKER_PATHS = re.compile(r"^/api/workers(/.*)?$|^/api/runs/[0-9]+/(metrics|samples)$")
+# What the worker token reaches: the worker endpoints, and writing a launched run's
+# metrics and samples (its training child logs through the same client users' scripts
+# use). Reading runs is not among them.
+WORKER_PATHS = re.compile(r"^/api/workers(/.*)?$")
+WORKER_INGEST_PATHS = re.compile(r"^/api/runs/[0-9]+/(metrics|samples)$")
+
+
+def worker_may(method: str, path: str) -> bool:
+    return bool(WORKER_PATHS.match(path)) or (
+        method == "POST" and bool(WORKER_INGEST_PATHS.match(path))
+    )
 
 
 class ApiGuard:
@@ -153,7 +161,7 @@ class ApiGuard:
                 self.worker_token is not None
                 and credential is not None
                 and token_matches(credential, self.worker_token)
-                and WORKER_PATHS.match(scope["path"])
+                and worker_may(scope["method"], scope["path"])
             ):
                 await self.app(scope, receive, send)
                 return

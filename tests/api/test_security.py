@@ -63,6 +63,34 @@ def test_an_empty_token_is_no_token(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     assert Settings(token="").token is None
 
 
+def test_the_worker_token_reaches_only_the_worker_endpoints_and_ingest(
+    settings: Settings,
+) -> None:
+    """A worker's token (on a GPU box someone else may administer) can claim runs and
+    log their metrics, but cannot read, launch, stop or delete runs."""
+    update = {"token": TOKEN, "worker_token": "w0rker-token"}
+    with TestClient(create_app(settings.model_copy(update=update))) as client:
+        run_id = launched_run(client, bearer())
+        worker = bearer("w0rker-token")
+        hello = {"name": "gpu-1", "instance": "instance-1", "host": "gpu", "pid": 7, "slots": 1}
+        assert client.post("/api/workers/register", json=hello, headers=worker).status_code == 200
+        claim = {"instance": "instance-1"}
+        claimed = client.post("/api/workers/gpu-1/claim", json=claim, headers=worker)
+        assert claimed.status_code == 200 and claimed.json()["id"] == run_id
+        rows = {"rows": [{"step": 0, "metrics": {"train/loss": 4.2}}]}
+        ingest = client.post(f"/api/runs/{run_id}/metrics", json=rows, headers=worker)
+        assert ingest.status_code == 200, ingest.text
+        for method, path in (
+            ("GET", f"/api/runs/{run_id}"),
+            ("GET", "/api/runs"),
+            ("POST", f"/api/runs/{run_id}/stop"),
+            ("DELETE", f"/api/runs/{run_id}"),
+            ("GET", f"/api/runs/{run_id}/metrics?keys=train/loss"),
+        ):
+            assert client.request(method, path, headers=worker).status_code == 401, path
+        assert status_of(client, run_id, bearer()) == "running"
+
+
 def test_an_empty_bearer_credential_is_refused(guarded: TestClient) -> None:
     assert guarded.get("/api/runs", headers={"Authorization": "Bearer "}).status_code == 401
     assert guarded.get("/api/runs", headers={"Authorization": "Bearer"}).status_code == 401
@@ -134,9 +162,7 @@ def test_the_stream_authenticates_with_the_session_cookie(tmp_path: Path, sqlite
 
 
 def create_external_run_with(client: httpx.Client, headers: dict[str, str]) -> int:
-    response = client.post(
-        "/api/runs", json={"name": "s", "source": "external"}, headers=headers
-    )
+    response = client.post("/api/runs", json={"name": "s", "source": "external"}, headers=headers)
     assert response.status_code == 201, response.text
     return int(response.json()["id"])
 
