@@ -26,8 +26,7 @@ import torch
 
 from app.db import Database
 from app.metrics.store import MetricRow, MetricStore
-from app.migrations import upgrade_to_head
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, server_on_fresh_sqlite
 from trainer.config import TrainConfig
 from trainer.corpus import builtin_corpus
 from trainer.sink import ClientSink, MetricSink
@@ -165,27 +164,19 @@ def main() -> None:
     # On a training box the API has cores of its own; with torch on every core here, the
     # server's ingest would be timed as the trainer's step time in both paths alike.
     torch.set_num_threads(args.threads)
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        url = f"sqlite:///{root / 'bench.db'}"
-        upgrade_to_head(url)
-        server = LiveServer(root / "server", url)
-        try:
-            server.wait_ready()
-            # The API takes the CPU the trainer leaves, as it would on its own cores: what
-            # is timed is what logging costs the training process itself.
-            api = psutil.Process(server.process.pid)
-            api.nice(19)
-            if args.pin and len(os.sched_getaffinity(0)) > 1:
-                # Separate cores, as on a box where the API does not share the trainer's:
-                # the trainer on the first, the API on the others.
-                cores = sorted(os.sched_getaffinity(0))
-                os.sched_setaffinity(0, cores[:1])
-                for process in [api, *api.children(recursive=True)]:
-                    process.cpu_affinity(cores[1:])
-            result = one_run(server, args.steps, args.block, root)
-        finally:
-            server.stop()
+    with tempfile.TemporaryDirectory() as tmp, server_on_fresh_sqlite(Path(tmp)) as server:
+        # The API takes the CPU the trainer leaves, as it would on its own cores: what
+        # is timed is what logging costs the training process itself.
+        api = psutil.Process(server.process.pid)
+        api.nice(19)
+        if args.pin and len(os.sched_getaffinity(0)) > 1:
+            # Separate cores, as on a box where the API does not share the trainer's: the
+            # trainer on the first, the API on the others.
+            cores = sorted(os.sched_getaffinity(0))
+            os.sched_setaffinity(0, cores[:1])
+            for process in [api, *api.children(recursive=True)]:
+                process.cpu_affinity(cores[1:])
+        result = one_run(server, args.steps, args.block, Path(tmp))
     ratios = result.paired_ratios()
     db = statistics.median([t for block in result.step_ms["db"].values() for t in block])
     http = statistics.median([t for block in result.step_ms["http"].values() for t in block])

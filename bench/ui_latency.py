@@ -104,9 +104,7 @@ def trainer_like_row(step: int, instrument_interval: int = 5) -> dict[str, Any]:
 @contextmanager
 def cpu_burners(count: int) -> Iterator[None]:
     """`count` processes spinning on a core each, as training beside the dashboard does."""
-    burners = [
-        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)
-    ]
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
     try:
         yield
     finally:
@@ -190,9 +188,8 @@ def plotted_points(page: Any) -> dict[str, Any]:
 def main() -> int:
     from playwright.sync_api import sync_playwright
 
-    from app.migrations import upgrade_to_head
     from tests.browser.conftest import CHROMIUM_ARGS, VIEWPORT, find_chromium
-    from tests.conftest import LiveServer
+    from tests.conftest import server_on_fresh_sqlite
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=60)
@@ -202,16 +199,8 @@ def main() -> int:
     if executable is None:
         print("no Chromium found (apt-get install chromium)")
         return 1
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        url = f"sqlite:///{root / 'trainlens.db'}"
-        upgrade_to_head(url)
-        server = LiveServer(root / "data", url)
-        try:
-            server.wait_ready()
-            results = _run(server, executable, args, sync_playwright, CHROMIUM_ARGS, VIEWPORT)
-        finally:
-            server.stop()
+    with tempfile.TemporaryDirectory() as tmp, server_on_fresh_sqlite(Path(tmp)) as server:
+        results = _run(server, executable, args, sync_playwright, CHROMIUM_ARGS, VIEWPORT)
     print(json.dumps(results, indent=2))
     return 0
 

@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -171,6 +172,20 @@ class LiveServer:
     def stop(self) -> None:
         stop_process_tree(self.process, timeout=40)
         self._log.close()
+
+
+@contextmanager
+def server_on_fresh_sqlite(root: Path) -> Iterator[LiveServer]:
+    """A ready `trainlens serve` (no worker) on a new SQLite database under `root`, for
+    benchmarks and scripts outside pytest's fixtures; stopped with its whole tree."""
+    url = f"sqlite:///{root / 'trainlens.db'}"
+    upgrade_to_head(url)
+    server = LiveServer(root / "data", url)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
 
 
 def stop_process_tree(process: subprocess.Popen[bytes], timeout: float) -> None:

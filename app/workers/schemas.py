@@ -90,7 +90,7 @@ class WorkerOut(BaseModel):
     slots: int
     started_at: float
     seen_at: float
-    alive: bool
+    alive: bool = False  # the lease is fresh
 
 
 class RunState(BaseModel):

@@ -161,14 +161,8 @@ def report_outcome(session: Session, name: str, run_id: int, outcome: Outcome) -
 def list_workers(session: Session, settings: Settings) -> list[WorkerOut]:
     cutoff = now() - settings.heartbeat_timeout_seconds
     return [
-        WorkerOut(
-            name=lease.name,
-            host=lease.host,
-            pid=lease.pid,
-            slots=lease.slots,
-            started_at=lease.started_at,
-            seen_at=lease.seen_at,
-            alive=lease.seen_at >= cutoff,
+        WorkerOut.model_validate(lease, from_attributes=True).model_copy(
+            update={"alive": lease.seen_at >= cutoff}
         )
         for lease in session.scalars(select(WorkerLease).order_by(WorkerLease.name))
     ]
