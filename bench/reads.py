@@ -71,7 +71,11 @@ def _client(data_dir: str, url: str) -> Any:
     from app.main import create_app
 
     settings = Settings(
-        data_dir=Path(data_dir), database_url=url, embedded_worker=False, rules_enabled=False
+        data_dir=Path(data_dir),
+        database_url=url,
+        embedded_worker=False,
+        rules_enabled=False,
+        allowed_hosts=["testserver"],  # the Host header Starlette's TestClient sends
     )
     return TestClient(create_app(settings))
 
