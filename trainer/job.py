@@ -29,13 +29,12 @@ from trainer.corpus import BUILTIN_DATASET, builtin_corpus
 
 log = logging.getLogger("trainlens.job")
 
-RESULT_FILE = "result.json"
-RUN_FILE = "run.json"
+RESULT_FILE = "result.json"  # how the run ended, for the worker
+RUN_FILE = "run.json"  # the claimed run (config, dataset, files), written by the worker
 DATASET_CACHE = "dataset-cache"
-SHA256_HEADER = "X-Trainlens-Sha256"
 WATCH_SECONDS = 1.0
 CHECKPOINTS = ("ckpt_latest.pt", "ckpt_best.pt")  # each with its .json info beside it
-OUTPUT = "output.log"
+OUTPUT_LOG = "output.log"  # the process's stdout and stderr, kept by the worker
 FILE_CHUNK = 1024 * 1024
 
 
@@ -188,7 +187,7 @@ class RunFiles:
         the dashboard lists them. Best effort: the local copies stay either way."""
         if self.shared:
             return
-        for name in (*CHECKPOINTS, *(c.replace(".pt", ".json") for c in CHECKPOINTS), OUTPUT):
+        for name in (*CHECKPOINTS, *(c.replace(".pt", ".json") for c in CHECKPOINTS), OUTPUT_LOG):
             path = self.out_dir / name
             if not path.exists():
                 continue

@@ -29,14 +29,12 @@ from typing import IO, Any
 
 import httpx
 
+from trainer.job import OUTPUT_LOG, RESULT_FILE, RUN_FILE
 from trainer.timing import read_timing
 
 log = logging.getLogger("trainlens.worker")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-RESULT_FILE = "result.json"
-RUN_FILE = "run.json"  # the claimed run (config, dataset), for the child to read
-OUTPUT_LOG = "output.log"
 OUTPUT_TAIL_LINES = 40
 DEFAULT_URL = "http://127.0.0.1:8000"
 # A stopping process still has to exit (interpreter and torch shutdown: seconds on a
@@ -408,7 +406,6 @@ class Worker:
             "result": status if status in ("completed", "stopped") else "none",
             "exit_code": code,
             "killed": job.killed,
-            "signalled_stop": job.stop_sent_at is not None,
             "worker_shutdown": job.shutdown,
             "reason": job.reason or result.get("reason"),
             "output_tail": output_tail(job.out_dir / OUTPUT_LOG),

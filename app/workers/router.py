@@ -49,10 +49,10 @@ def register(body: WorkerHello, session: WriteSession, settings: SettingsDep) ->
 
 
 @router.post("/{name}/heartbeat", response_model=Directives)
-def heartbeat(name: Name, body: Beat, session: WriteSession, settings: SettingsDep) -> Directives:
+def heartbeat(name: Name, body: Beat, session: WriteSession) -> Directives:
     """Renew the lease and the runs' heartbeats; the answer says which runs to stop
     (gracefully) and which to kill (deleted, or given to another worker)."""
-    return service.heartbeat(session, settings, name, body)
+    return service.heartbeat(session, name, body)
 
 
 @router.post("/{name}/release", status_code=204)

@@ -77,7 +77,6 @@ class Outcome(StrictModel):
     result: Literal["completed", "stopped", "none"]  # from the child's result file
     exit_code: int
     killed: bool = False  # the worker had to SIGKILL it
-    signalled_stop: bool = False  # the worker sent SIGTERM (a stop or a shutdown)
     worker_shutdown: bool = False  # ended because the worker itself shut down
     reason: StorableText | None = Field(default=None, max_length=4000)  # the child's own
     output_tail: StorableText = Field(default="", max_length=20_000)

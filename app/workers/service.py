@@ -18,7 +18,7 @@ from app.errors import AppError, conflict, not_found
 from app.models import Dataset, Run, RunStatus, WorkerLease
 from app.models.base import now
 from app.runs.files import run_files
-from app.runs.lifecycle import beat, claim_next_run, mark_stale_runs, transition
+from app.runs.lifecycle import beat, claim_next_run, transition
 from app.workers.schemas import (
     Beat,
     ClaimedRun,
@@ -71,12 +71,12 @@ def _held(session: Session, name: str, instance: str) -> WorkerLease:
     return lease
 
 
-def heartbeat(session: Session, settings: Settings, name: str, body: Beat) -> Directives:
-    """Renew the lease and the runs' heartbeats; say which runs to stop or kill."""
+def heartbeat(session: Session, name: str, body: Beat) -> Directives:
+    """Renew the lease and the runs' heartbeats; say which runs to stop or kill. (Runs
+    whose worker went silent are marked by the API's watchdog, not here.)"""
     lease = _held(session, name, body.instance)
     lease.seen_at = now()
     beat(session, name, body.runs)
-    mark_stale_runs(session, settings.heartbeat_timeout_seconds)
     if not body.runs:
         return Directives(stop=[], kill=[])
     held = dict(
