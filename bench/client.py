@@ -296,7 +296,10 @@ def main() -> None:
     parser.add_argument("--pace-ms", type=float, default=0.2)
     parser.add_argument("--loop-blocks", type=int, default=12)
     parser.add_argument("--only", choices=["latency", "loop"], help="run one part")
-    parser.add_argument("--loop-steps", type=int, default=100, help="steps per block")
+    # 1,000 steps (about 1.5 s here): the sender posts every 0.5 s; a block of a few
+    # hundred milliseconds would mostly time the synchronous flush at its end, which a
+    # training loop pays once, at finish(). `--loop-steps 100` shows that cost.
+    parser.add_argument("--loop-steps", type=int, default=1_000, help="steps per block")
     parser.add_argument(
         "--peers",
         default=os.environ.get("TRAINLENS_BENCH_PEERS"),

@@ -16,6 +16,13 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+try:
+    # orjson (installed with the project; the client runs without it) encodes a row of
+    # arbitrary doubles in a third of json's time, in the same shortest round-trip form.
+    import orjson
+except ImportError:  # test_wire checks this path in a subprocess
+    orjson = None  # type: ignore[assignment]
+
 # A metric name: 1 to 255 characters, no whitespace, comma or control character (commas
 # separate keys in `?keys=a,b`; whitespace is almost always a typo such as "eval acc";
 # PostgreSQL cannot store NUL, and the other control characters break CSV and logs).
@@ -130,6 +137,12 @@ def check_metrics(metrics: Any, known_names: set[str] | None = None) -> dict[str
 _encode_json = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
 
 
+def _json_line(document: dict[str, Any]) -> bytes:
+    if orjson is not None:
+        return orjson.dumps(document, option=orjson.OPT_APPEND_NEWLINE)  # type: ignore[no-any-return]
+    return (_encode_json(document) + "\n").encode()
+
+
 def row_line(step: int, metrics: dict[str, float], time: float) -> bytes:
     """One row as `POST /api/runs/{id}/metrics` takes it, as a line of JSON."""
     total = sum(metrics.values())
@@ -138,7 +151,7 @@ def row_line(step: int, metrics: dict[str, float], time: float) -> bytes:
     # a non-finite value (or a sum that overflowed) has each value encoded.
     if total - total != 0:
         values = {k: v if v - v == 0 else encode_float(v) for k, v in metrics.items()}
-    return (_encode_json({"step": step, "metrics": values, "time": time}) + "\n").encode()
+    return _json_line({"step": step, "metrics": values, "time": time})
 
 
 def _quote(value: object, limit: int = 60) -> str:
