@@ -57,13 +57,21 @@ def trainlens(values: np.ndarray, spikes: dict[int, float], tmp: Path) -> Result
     write = time.perf_counter() - started
     db.dispose()
     settings = Settings(
-        data_dir=tmp / "data", database_url=url, embedded_worker=False, rules_enabled=False
+        data_dir=tmp / "data",
+        database_url=url,
+        embedded_worker=False,
+        rules_enabled=False,
+        allowed_hosts=["testserver"],  # the Host header Starlette's TestClient sends
     )
     with TestClient(create_app(settings)) as client:
         started = time.perf_counter()
-        size = len(client.get(f"/api/runs/{run_id}/metrics.parquet").content)
+        export = client.get(f"/api/runs/{run_id}/metrics.parquet")
         read = time.perf_counter() - started
-        view = client.get(f"/api/runs/{run_id}/metrics", params={"keys": "loss"}).json()
+        export.raise_for_status()
+        size = len(export.content)
+        response = client.get(f"/api/runs/{run_id}/metrics", params={"keys": "loss"})
+        response.raise_for_status()
+        view = response.json()
     assert size > 0
     kept = dict(zip(view["series"]["loss"]["steps"], view["series"]["loss"]["values"], strict=True))
     return write, read, f"{sum(kept.get(s) == v for s, v in spikes.items())}/5"
