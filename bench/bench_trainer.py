@@ -24,9 +24,9 @@ import torch
 
 from trainer.config import TrainConfig
 from trainer.corpus import builtin_corpus
+from trainer.distributed import autocast_context, configure_backends, resolve_device
 from trainer.mfu import device_peak_flops, flops_per_token
 from trainer.model import GPT, build_optimizer
-from trainer.runtime import autocast_context, configure_backends, resolve_device
 from trainer.sink import MemorySink
 from trainer.steps import forward_backward
 from trainer.train import train

@@ -29,9 +29,9 @@ from pathlib import Path
 from trainer.checkpoint import LATEST, load_checkpoint
 from trainer.config import TrainConfig
 from trainer.data import Batches, make_splits
+from trainer.distributed import autocast_context, resolve_device
 from trainer.model import GPT
 from trainer.progress import ProgressSink
-from trainer.runtime import autocast_context, resolve_device
 from trainer.sink import JsonlSink
 from trainer.steps import estimate_loss
 from trainer.tokenizer import tokenizer_from_state

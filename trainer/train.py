@@ -37,14 +37,17 @@ from trainer.checkpoint import (
     write_checkpoint_info,
 )
 from trainer.config import TrainConfig
-from trainer.control import StopFlag, StopRequested, TrainControl, check_stop, stop_on_sigterm
 from trainer.data import Batches, data_seed, make_splits
 from trainer.distributed import (
     DistInfo,
     all_reduce_sum,
+    autocast_context,
+    configure_backends,
     env_world_size,
     gather_to_main,
     init_distributed,
+    make_grad_scaler,
+    resolve_device,
     shutdown_distributed,
 )
 from trainer.faults import Faults
@@ -52,11 +55,20 @@ from trainer.instruments import LayerInstruments, memory_gb, resident_bytes
 from trainer.memory import estimate_memory
 from trainer.mfu import device_peak_flops, flops_per_token
 from trainer.model import GPT, build_model, build_optimizer
-from trainer.runtime import autocast_context, configure_backends, make_grad_scaler, resolve_device
 from trainer.schedule import LRRangeTest, config_lr, set_lr
 from trainer.sink import MetricSink
 from trainer.stats import is_loss_spike
-from trainer.steps import StepValues, estimate_loss, forward_backward, sample_text
+from trainer.steps import (
+    StepValues,
+    StopFlag,
+    StopRequested,
+    TrainControl,
+    check_stop,
+    estimate_loss,
+    forward_backward,
+    sample_text,
+    stop_on_sigterm,
+)
 from trainer.timing import TimingLog
 from trainer.tokenizer import build_tokenizer, tokenizer_from_state
 

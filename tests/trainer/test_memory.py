@@ -17,12 +17,12 @@ import pytest
 import torch
 
 from trainer.config import TrainConfig
-from trainer.control import StopFlag
 from trainer.distributed import init_distributed
 from trainer.instruments import profiled_peak_bytes, tensor_bytes
 from trainer.memory import advice, estimate_memory, parameter_count
 from trainer.model import GPT
 from trainer.sink import NullSink
+from trainer.steps import StopFlag
 from trainer.train import _Run
 
 SIZES = [
