@@ -73,7 +73,7 @@ _PRESETS = [
         name="lr_too_high",
         title="Learning rate too high",
         description=(
-            "Adam at lr 0.5: the loss shoots far above its starting value within a few steps, "
+            "Adam at lr 1.0: the loss shoots far above its starting value within a few steps, "
             "the gradient norm is clipped on most steps, the residual stream blows up, most "
             "MLP units die, and the loss stalls well above a healthy run's."
         ),
@@ -85,7 +85,7 @@ _PRESETS = [
             "activation_scale",
             "update_ratio",
         ],  # fmt: skip
-        overrides=_small(lr=0.5, min_lr=0.5, schedule="constant", warmup_steps=0, max_steps=300),
+        overrides=_small(lr=1.0, min_lr=1.0, schedule="constant", warmup_steps=0, max_steps=300),
     ),
     Preset(
         name="no_warmup",
