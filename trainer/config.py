@@ -90,6 +90,9 @@ class FaultConfig(BaseModel):
     # At this step the run checkpoints, tears down and resumes in-process, as after a
     # crash: this is how a single launch demonstrates resume faults.
     restart_at_step: int | None = Field(default=None, gt=0)
+    # After its first ckpt_latest the process hangs, deaf to SIGTERM and to the API's
+    # stop (as one stuck in I/O or a collective would): its worker has to kill it.
+    hang_after_checkpoint: bool = False
 
 
 class TrainConfig(BaseModel):

@@ -1,14 +1,17 @@
-"""Deliberate faults, for the scenario presets: every `config.faults` setting acts here.
+"""Deliberate faults, for the scenario presets and the worker's tests: every
+`config.faults` setting acts here.
 
 The trainer calls these named hooks at fixed points (the corpus, the split, each
 training batch, each micro-batch loss, the output layer's init, the grad scaler, the
-top of each step, a resume); each hook is a no-op unless its fault is set, so the
-training code reads as if faults did not exist.
+top of each step, a resume, a checkpoint written); each hook is a no-op unless its
+fault is set, so the training code reads as if faults did not exist.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
 
 import torch
@@ -83,3 +86,13 @@ class Faults:
             log.warning("fault drop_optimizer_on_resume: optimizer state discarded")
             return False
         return True
+
+    # -- the process ----------------------------------------------------------------------
+
+    def after_checkpoint(self) -> None:
+        """hang_after_checkpoint: never return, and ignore SIGTERM (the worker's kill
+        after the grace period is what ends the process, its checkpoint whole on disk)."""
+        if self.config.hang_after_checkpoint:
+            log.warning("fault hang_after_checkpoint: hanging, deaf to SIGTERM")
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            threading.Event().wait()

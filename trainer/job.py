@@ -144,20 +144,24 @@ def _saved_step(info: bytes | str) -> int:
         return -1
 
 
+def shares_disk_with_api(claimed: dict[str, Any], out_dir: Path) -> bool:
+    """Whether the run's folder here is the API's own (a worker on the API's disk, like
+    the one `serve` starts): then its checkpoints need not move."""
+    stat = out_dir.stat()
+    return (stat.st_dev, stat.st_ino) == (claimed["files"]["device"], claimed["files"]["inode"])
+
+
 class RunFiles:
-    """The run's checkpoints between this host and the API. A worker on the API's own
-    disk (the one `serve` starts) shares the folder, so nothing moves."""
+    """The run's checkpoints between this host and the API: fetched by the training
+    process before it trains, handed over by the worker once that process has exited.
+    On the API's own disk nothing moves."""
 
     def __init__(self, client: httpx.Client, claimed: dict[str, Any], out_dir: Path) -> None:
         self.client = client
         self.run_id = int(claimed["id"])
         self.worker = claimed["worker"]
         self.held = claimed["files"]["files"]
-        stat = out_dir.stat()
-        self.shared = (stat.st_dev, stat.st_ino) == (
-            claimed["files"]["device"],
-            claimed["files"]["inode"],
-        )
+        self.shared = shares_disk_with_api(claimed, out_dir)
         self.out_dir = out_dir
 
     def fetch_newer_checkpoints(self) -> None:
@@ -184,7 +188,8 @@ class RunFiles:
 
     def hand_over(self) -> None:
         """Give the API this run's checkpoints and log, so any host can resume it and
-        the dashboard lists them. Best effort: the local copies stay either way."""
+        the dashboard lists them. One try per file (a failure is logged): the local
+        copies stay either way."""
         if self.shared:
             return
         for name in (*CHECKPOINTS, *(c.replace(".pt", ".json") for c in CHECKPOINTS), OUTPUT_LOG):
@@ -273,8 +278,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         watch.close()
         sink.close()
-    if is_main:
-        files.hand_over()
     client.close()
     if is_main:
         reason = watch.reason or result.reason

@@ -270,6 +270,7 @@ class _Run:
         write_checkpoint_info(path, {"step": next_step, "val_loss": val_loss})
         if name == LATEST:
             self.last_checkpoint, self.last_checkpoint_step = path, next_step
+            self.faults.after_checkpoint()
 
     # -- the loop ------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """The worker: claims queued runs from the API, runs each in a child process in its own
-process group, heartbeats, and reports how each child ended.
+process group, heartbeats, hands each run's checkpoints over to the API once its child
+has exited, and then reports how the child ended.
 
 It reaches the database only through the API (`/api/workers/...`), so a worker on
 another host needs the API URL and a token, nothing else:
@@ -22,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +31,7 @@ from typing import IO, Any
 
 import httpx
 
-from trainer.job import OUTPUT_LOG, RESULT_FILE, RUN_FILE
+from trainer.job import OUTPUT_LOG, RESULT_FILE, RUN_FILE, RunFiles, shares_disk_with_api
 from trainer.timing import read_timing
 
 log = logging.getLogger("trainlens.worker")
@@ -59,6 +61,8 @@ class WorkerConfig:
     poll_seconds: float = 0.5
     heartbeat_seconds: float = 3.0
     stop_grace_seconds: float = 10.0
+    # At shutdown, how long to wait for ended runs' checkpoints to reach the API.
+    handover_seconds: float = 300.0
     alive_file: Path | None = None  # touched every round, for container health checks
     parent_pid: int | None = None  # set by `serve`: shut down when that process is gone
 
@@ -72,6 +76,7 @@ class WorkerConfig:
             "poll_seconds": _env_float("TRAINLENS_WORKER_POLL_SECONDS", 0.5),
             "heartbeat_seconds": _env_float("TRAINLENS_HEARTBEAT_SECONDS", 3.0),
             "stop_grace_seconds": _env_float("TRAINLENS_STOP_GRACE_SECONDS", 10.0),
+            "handover_seconds": _env_float("TRAINLENS_WORKER_HANDOVER_SECONDS", 300.0),
         }
         if env.get("TRAINLENS_WORKER_NAME"):
             values["name"] = env["TRAINLENS_WORKER_NAME"]
@@ -122,6 +127,12 @@ def output_tail(path: Path, lines: int = OUTPUT_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:]).replace("\x00", "\ufffd")
 
 
+def api_client(config: WorkerConfig, timeout: float) -> httpx.Client:
+    """A client for the API, with the worker's token."""
+    headers = {"Authorization": f"Bearer {config.token}"} if config.token else {}
+    return httpx.Client(base_url=config.url, headers=headers, timeout=timeout)
+
+
 class LeaseLost(Exception):
     """The API no longer knows this process by its name: register again."""
 
@@ -131,8 +142,7 @@ class WorkerApi:
     loop treats them as "the API is away for now" and keeps its children running."""
 
     def __init__(self, config: WorkerConfig, instance: str) -> None:
-        headers = {"Authorization": f"Bearer {config.token}"} if config.token else {}
-        self.client = httpx.Client(base_url=config.url, headers=headers, timeout=15)
+        self.client = api_client(config, timeout=15)
         self.name = config.name
         self.instance = instance
 
@@ -187,10 +197,22 @@ class Job:
     out_dir: Path
     output: IO[bytes]
     gpus: list[str]
+    claimed: dict[str, Any]  # as the child reads it from its run file
     stop_sent_at: float | None = None
     killed: bool = False
     reason: str | None = None  # why the worker itself ended it, when it did
     shutdown: bool = False  # ended because this worker shut down
+
+
+@dataclass
+class HandOver:
+    """A run whose child has exited, its files on their way to the API; its outcome is
+    reported once they have arrived (or failed to), so that a resume claimed after the
+    outcome fetches the newest checkpoint."""
+
+    outcome: dict[str, Any]
+    thread: threading.Thread
+    started_at: float
 
 
 class Worker:
@@ -200,6 +222,7 @@ class Worker:
         self.gpus = visible_gpus()
         self.slots = config.slots or max(1, len(self.gpus))
         self.jobs: dict[int, Job] = {}
+        self.handing_over: dict[int, HandOver] = {}
         self.unreported: dict[int, dict[str, Any]] = {}  # outcomes the API has not taken yet
         self._last_beat = 0.0
         self._registered = False
@@ -230,11 +253,15 @@ class Worker:
         self._shutting_down = True
 
     def tick(self) -> None:
-        """One round: reap, heartbeat (which carries the API's stop requests), claim."""
+        """One round, unless the `serve` that started this worker is gone."""
         if self.config.parent_pid is not None and os.getppid() != self.config.parent_pid:
             log.warning("worker %s: the serve process is gone; shutting down", self.config.name)
             self._shutting_down = True
             return
+        self._round()
+
+    def _round(self) -> None:
+        """Reap, heartbeat (which carries the API's stop requests), claim."""
         self._reap()
         if self.config.alive_file is not None:
             self.config.alive_file.touch()
@@ -261,8 +288,12 @@ class Worker:
         now = time.monotonic()
         if self.jobs or now - self._last_beat >= self.config.heartbeat_seconds:
             self._last_beat = now
-            self._obey(self.api.heartbeat(list(self.jobs)))
+            # A run handing its files over is still this worker's until its outcome is
+            # reported; one that no heartbeat names, the API's watchdog makes interrupted.
+            self._obey(self.api.heartbeat([*self.jobs, *self.handing_over]))
         self._enforce_grace()
+        # A run handing its files over holds no slot: its child has exited and its GPUs
+        # are free, so the next run trains while the upload goes on.
         while not self._shutting_down and len(self.jobs) < self.slots:
             claimed = self.api.claim(max_nproc=max(1, len(self._free_gpus())))
             if claimed is None:
@@ -283,19 +314,23 @@ class Worker:
         return True
 
     def shutdown(self) -> None:
-        """Stop every child gracefully (they checkpoint); report them interrupted."""
+        """Stop every child gracefully (they checkpoint); let their files reach the API;
+        report them interrupted."""
+        self._shutting_down = True  # the rounds while files upload claim nothing
         for job in self.jobs.values():
             job.shutdown = True
             job.reason = job.reason or f"worker {self.config.name} shut down"
             self._signal(job, signal.SIGTERM)
         deadline = time.monotonic() + max([0.0, *map(self._grace, self.jobs.values())])
+        # Rounds, not just reaping: the runs stay this worker's while they stop (see
+        # _finish_hand_overs), and those that exit start handing their files over.
         while self.jobs and time.monotonic() < deadline:
-            self._reap()
-            time.sleep(0.1)
+            self._round()
+            time.sleep(self.config.poll_seconds)
         for job in list(self.jobs.values()):
             self._signal(job, signal.SIGKILL)
             job.process.wait()
-        self._reap()
+        self._finish_hand_overs()
         try:
             self._report_outcomes()
             if self._registered:
@@ -305,6 +340,27 @@ class Worker:
                 "worker %s: could not report to the API at shutdown: %s", self.config.name, error
             )
         self.api.close()
+
+    def _finish_hand_overs(self) -> None:
+        """Wait, within the setting, for the ended runs' files to reach the API. The
+        rounds go on meanwhile: a run left out of the heartbeats would be given up on by
+        the API's watchdog (and could be resumed elsewhere from an older checkpoint), and
+        its outcome, reported as its hand-over ends, ignored."""
+        self._reap()
+        deadline = time.monotonic() + self.config.handover_seconds
+        while self.handing_over and time.monotonic() < deadline:
+            time.sleep(self.config.poll_seconds)
+            self._round()
+        for run_id, handover in self.handing_over.items():
+            log.warning(
+                "run %d: hand-over abandoned at shutdown after %.0f s "
+                "(TRAINLENS_WORKER_HANDOVER_SECONDS); the API may hold an older checkpoint "
+                "than this host's",
+                run_id,
+                time.monotonic() - handover.started_at,
+            )
+            self.unreported[run_id] = handover.outcome
+        self.handing_over.clear()
 
     # -- launching -------------------------------------------------------------------------
 
@@ -318,7 +374,7 @@ class Worker:
         out_dir = self.config.runs_dir / str(run_id)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / RESULT_FILE).unlink(missing_ok=True)
-        # The child hands the run's files over under this worker's name and lease.
+        # The run's files are handed over under this worker's name and lease.
         claimed = {**claimed, "worker": {"name": self.config.name, "instance": self.api.instance}}
         (out_dir / RUN_FILE).write_text(json.dumps(claimed))
         gpus = self._free_gpus()[: max(1, nproc)] if self.gpus else []
@@ -343,7 +399,7 @@ class Worker:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: signals reach every rank
         )
-        self.jobs[run_id] = Job(run_id, process, out_dir, output, gpus)
+        self.jobs[run_id] = Job(run_id, process, out_dir, output, gpus, claimed)
         log.info("run %d: started pid %d (nproc %d, GPUs %s)", run_id, process.pid, nproc, gpus)
 
     # -- supervising -------------------------------------------------------------------------
@@ -386,18 +442,44 @@ class Worker:
             if job.stop_sent_at is not None and not job.killed:
                 grace = self._grace(job)
                 if time.monotonic() - job.stop_sent_at > grace:
-                    job.reason = f"did not stop within {grace:.0f} s; killed"
+                    # A shutdown's stop keeps its own reason (the shutdown).
+                    job.reason = job.reason or f"did not stop within {grace:.0f} s; killed"
                     self._signal(job, signal.SIGKILL)
 
     def _reap(self) -> None:
+        """Children that exited hand their runs' files over; hand-overs that ended
+        leave their outcomes to report."""
         for run_id, job in list(self.jobs.items()):
             code = job.process.poll()
             if code is None:
                 continue
             del self.jobs[run_id]
             job.output.close()
-            self.unreported[run_id] = self._outcome(job, code)
             log.info("run %d: child exited with %d", run_id, code)
+            outcome = self._outcome(job, code)
+            if shares_disk_with_api(job.claimed, job.out_dir):
+                self.unreported[run_id] = outcome  # nothing to move
+                continue
+            # On a thread: a large checkpoint may take minutes to upload, while the loop
+            # must go on heartbeating and supervising the other runs.
+            thread = threading.Thread(
+                target=self._hand_over, args=(job,), name=f"hand-over-{run_id}", daemon=True
+            )
+            thread.start()
+            self.handing_over[run_id] = HandOver(outcome, thread, time.monotonic())
+        for run_id, handover in list(self.handing_over.items()):
+            if not handover.thread.is_alive():
+                del self.handing_over[run_id]
+                self.unreported[run_id] = handover.outcome
+
+    def _hand_over(self, job: Job) -> None:
+        """Upload the run's checkpoints and output log, whatever way its child ended:
+        the checkpoints on disk are whole (written atomically), even when the child was
+        killed mid-step, so any host can resume from the newest."""
+        started = time.monotonic()
+        with api_client(self.config, timeout=60) as client:
+            RunFiles(client, job.claimed, job.out_dir).hand_over()
+        log.info("run %d: hand-over done in %.1f s", job.run_id, time.monotonic() - started)
 
     def _outcome(self, job: Job, code: int) -> dict[str, Any]:
         result = _read_result(job.out_dir)
