@@ -35,6 +35,11 @@ def run_migrations_online() -> None:
         engine.dispose()
 
 
+def _sqlite_pragma(connection, pragma: str) -> None:  # type: ignore[no-untyped-def]
+    """Run `pragma` outside any transaction (app.db puts sqlite3 in autocommit mode)."""
+    connection.connection.driver_connection.execute(pragma)
+
+
 def _run(connection) -> None:  # type: ignore[no-untyped-def]
     sqlite = connection.dialect.name == "sqlite"
     if sqlite:
@@ -42,8 +47,9 @@ def _run(connection) -> None:  # type: ignore[no-untyped-def]
         # with foreign keys on, that DROP cascades into every child table (a migration
         # that adds a column to `runs` would delete all findings and samples). The pragma
         # is a no-op inside a transaction, so it is set before one begins.
-        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
-        connection.commit()  # the pragma autobegan a transaction: close it before alembic's
+        # On the driver's connection: through SQLAlchemy, our engine's "begin" hook
+        # would issue BEGIN first, and inside it the pragma silently does nothing.
+        _sqlite_pragma(connection, "PRAGMA foreign_keys=OFF")
     try:
         # Batch mode lets later migrations ALTER tables on SQLite (copy-and-move).
         context.configure(
@@ -53,8 +59,7 @@ def _run(connection) -> None:  # type: ignore[no-untyped-def]
             context.run_migrations()
     finally:
         if sqlite:
-            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
-            connection.commit()
+            _sqlite_pragma(connection, "PRAGMA foreign_keys=ON")
 
 
 if context.is_offline_mode():

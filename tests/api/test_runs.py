@@ -224,6 +224,19 @@ def test_delete_takes_metrics_findings_and_samples_with_it(
     db.dispose()
 
 
+def test_a_deleted_runs_id_is_never_given_to_a_new_run(client: httpx.Client) -> None:
+    """A script still logging to a deleted run, or a worker reporting how its child
+    ended, must not write into whichever run is created next."""
+    first = create_external_run(client)
+    newest = create_external_run(client, name="newest")
+    assert client.delete(f"/api/runs/{newest}").status_code == 204
+    created = create_external_run(client, name="after")
+    assert created > newest > first
+    assert client.post(
+        f"/api/runs/{newest}/metrics", json={"rows": [{"step": 0, "metrics": {"loss": 1.0}}]}
+    ).status_code == 404
+
+
 def test_samples_newest_first(client: httpx.Client) -> None:
     run_id = create_external_run(client)
     for step in (10, 30, 20):
