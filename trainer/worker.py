@@ -457,8 +457,10 @@ class Worker:
             job.output.close()
             log.info("run %d: child exited with %d", run_id, code)
             outcome = self._outcome(job, code)
-            if shares_disk_with_api(job.claimed, job.out_dir):
-                self.unreported[run_id] = outcome  # nothing to move
+            # Nothing to move on the API's own disk, nor when the run's folder is gone
+            # (the run was deleted while it trained).
+            if not job.out_dir.is_dir() or shares_disk_with_api(job.claimed, job.out_dir):
+                self.unreported[run_id] = outcome
                 continue
             # On a thread: a large checkpoint may take minutes to upload, while the loop
             # must go on heartbeating and supervising the other runs.
@@ -495,7 +497,19 @@ class Worker:
 
     def _report_outcomes(self) -> None:
         for run_id, outcome in list(self.unreported.items()):
-            self.api.report_outcome(run_id, outcome)
+            try:
+                self.api.report_outcome(run_id, outcome)
+            except httpx.HTTPStatusError as refused:
+                # A 4xx will not change on a retry (a run deleted while it trained is a
+                # 404): kept, it would fail every later round before its heartbeat.
+                if not refused.response.is_client_error:
+                    raise
+                log.warning(
+                    "run %d: the API refused its outcome (%d %s); dropped",
+                    run_id,
+                    refused.response.status_code,
+                    refused.response.text[:200],
+                )
             del self.unreported[run_id]
 
 

@@ -124,3 +124,16 @@ def test_a_stop_before_training_begins_is_a_clean_stop(api: Api, worker: WorkerP
     run = wait_for(lambda: api.status_is(run_id, "stopped", "failed"), 30, "the stop")
     assert run["status"] == "stopped" and run["error"] is None
     assert api.client.post(f"/api/runs/{run_id}/resume").json()["status"] == "queued"
+
+
+def test_deleting_a_running_run_leaves_the_worker_working(api: Api, worker: WorkerProcess) -> None:
+    doomed = api.launch(max_steps=100_000)
+    wait_for(lambda: (api.run(doomed)["last_step"] or 0) >= 3, 120, "training to start")
+    assert api.client.delete(f"/api/runs/{doomed}").status_code == 204
+    # The worker kills the child; the API no longer knows the run its outcome is about.
+    # That refusal must not hold up the worker: the next run is claimed and completes.
+    run_id = api.launch(max_steps=10)
+    run = wait_for(lambda: api.status_is(run_id, "completed", "failed"), 120, "the next run")
+    assert run["status"] == "completed", run["error"]
+    assert api.client.get(f"/api/runs/{doomed}").status_code == 404
+    assert worker.process.poll() is None
