@@ -263,6 +263,9 @@ class Worker:
     def _round(self) -> None:
         """Reap, heartbeat (which carries the API's stop requests), claim."""
         self._reap()
+        # Before the API is asked anything: a stop that outlasts its grace is killed even
+        # while the API is away.
+        self._enforce_grace()
         if self.config.alive_file is not None:
             self.config.alive_file.touch()
         try:
@@ -291,7 +294,6 @@ class Worker:
             # A run handing its files over is still this worker's until its outcome is
             # reported; one that no heartbeat names, the API's watchdog makes interrupted.
             self._obey(self.api.heartbeat([*self.jobs, *self.handing_over]))
-        self._enforce_grace()
         # A run handing its files over holds no slot: its child has exited and its GPUs
         # are free, so the next run trains while the upload goes on.
         while not self._shutting_down and len(self.jobs) < self.slots:

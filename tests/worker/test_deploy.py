@@ -41,6 +41,8 @@ def test_api_and_worker_share_one_image_and_the_worker_only_the_api() -> None:
         # Required: compose refuses to start without it (no silent empty token).
         assert service["environment"]["TRAINLENS_TOKEN"].startswith("${TRAINLENS_TOKEN:?")
     assert "serve" in api["command"] and "--no-worker" in api["command"]
+    # Longer than Docker's 10 s: a stop must end in a checkpoint handed to the API.
+    assert worker["stop_grace_period"] == "6m"
 
 
 def test_migrations_run_once_before_the_services() -> None:
