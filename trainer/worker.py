@@ -31,7 +31,14 @@ from typing import IO, Any
 
 import httpx
 
-from trainer.job import OUTPUT_LOG, RESULT_FILE, RUN_FILE, RunFiles, shares_disk_with_api
+from trainer.job import (
+    CHECKPOINTS,
+    OUTPUT_LOG,
+    RESULT_FILE,
+    RUN_FILE,
+    RunFiles,
+    shares_disk_with_api,
+)
 from trainer.timing import read_timing
 
 log = logging.getLogger("trainlens.worker")
@@ -42,6 +49,7 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 # A stopping process still has to exit (interpreter and torch shutdown: seconds on a
 # loaded machine) after its checkpoint.
 EXIT_MARGIN_SECONDS = 5.0
+MAX_PREFERRED_RUNS = 1024  # the most run ids a claim may name (app/workers/schemas.py)
 
 
 def _env_float(name: str, default: float) -> float:
@@ -173,8 +181,8 @@ class WorkerApi:
         body = {"instance": self.instance, "runs": run_ids}
         return self._post(f"/{self.name}/heartbeat", body).json()  # type: ignore[no-any-return]
 
-    def claim(self, max_nproc: int) -> dict[str, Any] | None:
-        body = {"instance": self.instance, "max_nproc": max_nproc}
+    def claim(self, max_nproc: int, prefer: list[int]) -> dict[str, Any] | None:
+        body = {"instance": self.instance, "max_nproc": max_nproc, "prefer": prefer}
         response = self._post(f"/{self.name}/claim", body)
         return None if response.status_code == 204 else response.json()
 
@@ -229,6 +237,7 @@ class Worker:
         self._refused = False
         self._api_away_since: float | None = None
         self._shutting_down = False
+        self._held_here: set[int] | None = None  # see _checkpoints_here
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -297,7 +306,9 @@ class Worker:
         # A run handing its files over holds no slot: its child has exited and its GPUs
         # are free, so the next run trains while the upload goes on.
         while not self._shutting_down and len(self.jobs) < self.slots:
-            claimed = self.api.claim(max_nproc=max(1, len(self._free_gpus())))
+            claimed = self.api.claim(
+                max_nproc=max(1, len(self._free_gpus())), prefer=self._checkpoints_here()
+            )
             if claimed is None:
                 break
             self._launch(claimed)
@@ -365,6 +376,22 @@ class Worker:
         self.handing_over.clear()
 
     # -- launching -------------------------------------------------------------------------
+
+    def _checkpoints_here(self) -> list[int]:
+        """Runs whose checkpoint this host holds apart from the API's disk (the newest
+        1,024): the API gives these to this worker first when they are queued again."""
+        if self._held_here is None:  # once per process: what earlier lives left here
+            self._held_here = set()
+            for info in self.config.runs_dir.glob(f"*/{RUN_FILE}"):
+                held = info.parent
+                if held.name.isdigit() and (held / CHECKPOINTS[0]).exists():
+                    try:
+                        claimed = json.loads(info.read_text())
+                        if not shares_disk_with_api(claimed, held):
+                            self._held_here.add(int(held.name))
+                    except (OSError, ValueError, KeyError, TypeError):
+                        continue  # a folder this worker did not write whole
+        return sorted(self._held_here)[-MAX_PREFERRED_RUNS:]
 
     def _free_gpus(self) -> list[str]:
         taken = {gpu for job in self.jobs.values() for gpu in job.gpus}
@@ -464,6 +491,8 @@ class Worker:
             if not job.out_dir.is_dir() or shares_disk_with_api(job.claimed, job.out_dir):
                 self.unreported[run_id] = outcome
                 continue
+            if (job.out_dir / CHECKPOINTS[0]).exists() and self._held_here is not None:
+                self._held_here.add(run_id)
             # On a thread: a large checkpoint may take minutes to upload, while the loop
             # must go on heartbeating and supervising the other runs.
             thread = threading.Thread(

@@ -5,7 +5,10 @@ and tells live viewers through the change feed."""
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, case, select, update
 from sqlalchemy.orm import Session
 
 from app.events import EventKind, publish
@@ -40,17 +43,26 @@ def transition(session: Session, run: Run, status: RunStatus, error: str | None 
     )
 
 
-def claim_next_run(session: Session, worker_id: str, max_nproc: int | None = None) -> Run | None:
-    """Atomically take the oldest queued run for this worker.
+def claim_next_run(
+    session: Session,
+    worker_id: str,
+    max_nproc: int | None = None,
+    prefer: Sequence[int] = (),
+) -> Run | None:
+    """Atomically take the oldest queued run for this worker, or the oldest of `prefer`
+    (runs whose checkpoints it holds) when one of those is queued.
 
     One statement: UPDATE ... WHERE id = (oldest queued) RETURNING id. On PostgreSQL the
     subquery locks its row FOR UPDATE SKIP LOCKED, so concurrent workers each get a
     different run; on SQLite the write transaction (BEGIN IMMEDIATE) serialises them.
     """
+    order: list[ColumnElement[Any]] = [Run.created_at, Run.id]  # type: ignore[list-item]
+    if prefer:
+        order.insert(0, case((Run.id.in_(prefer), 0), else_=1))
     oldest = (
         select(Run.id)
         .where(Run.status == RunStatus.queued.value, Run.source == RunSource.launched.value)
-        .order_by(Run.created_at, Run.id)
+        .order_by(*order)
         .limit(1)
         .with_for_update(skip_locked=True)
         .scalar_subquery()

@@ -54,6 +54,11 @@ class Directives(BaseModel):
 class ClaimRequest(StrictModel):
     instance: str = Field(min_length=8, max_length=64)
     max_nproc: int = Field(default=1, ge=1, le=1024)
+    # Runs whose checkpoints this worker holds on its own disk: among queued runs, these
+    # go to it first (no download; after a crash of this worker, its copy is the newest).
+    prefer: list[Annotated[int, Field(ge=1, le=RUN_ID_MAX)]] = Field(
+        default_factory=list, max_length=1024
+    )
 
 
 class DatasetRef(BaseModel):

@@ -98,7 +98,7 @@ def release(session: Session, name: str, instance: str) -> None:
 
 def claim(session: Session, settings: Settings, name: str, body: ClaimRequest) -> ClaimedRun | None:
     _held(session, name, body.instance).seen_at = now()
-    run = claim_next_run(session, name, body.max_nproc)
+    run = claim_next_run(session, name, body.max_nproc, prefer=body.prefer)
     if run is None:
         return None
     dataset_name = str(run.config.get("dataset", BUILTIN_DATASET))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -12,6 +14,8 @@ from app.db import Database
 from app.models import Event, Run, RunSource, RunStatus
 from app.runs.lifecycle import claim_next_run
 from tests.worker.conftest import TINY, Api, WorkerProcess, wait_for
+from trainer.job import RUN_FILE
+from trainer.worker import Worker, WorkerConfig
 
 RUNS = 40
 
@@ -101,3 +105,54 @@ def test_two_real_workers_share_the_queue(api: Api) -> None:
     finally:
         for worker in workers:
             worker.stop()
+
+
+def test_a_queued_run_goes_first_to_the_worker_holding_its_checkpoint(
+    database_url: str,
+) -> None:
+    db = Database(database_url)
+    with db.session(write=True) as session:
+        runs = [
+            Run(name=f"r{index}", source=RunSource.launched, status=RunStatus.queued, config=TINY)
+            for index in range(3)
+        ]
+        session.add_all(runs)
+        session.flush()
+        oldest, middle, newest = (run.id for run in runs)
+    with db.session(write=True) as session:
+        # Another worker, holding no checkpoint, takes the oldest as always.
+        assert claim_next_run(session, "elsewhere").id == oldest  # type: ignore[union-attr]
+    with db.session(write=True) as session:
+        # This one holds the newest run's checkpoint (and one of a run not queued).
+        held = claim_next_run(session, "holder", prefer=[newest, 10**6])
+        assert held is not None and held.id == newest
+    with db.session(write=True) as session:
+        assert claim_next_run(session, "holder", prefer=[newest]).id == middle  # type: ignore[union-attr]
+    db.dispose()
+
+
+def test_a_worker_names_the_runs_whose_checkpoints_its_own_disk_holds(tmp_path: Path) -> None:
+    runs_dir = tmp_path / "runs"
+    api_disk = runs_dir / "1"  # a run folder on the API's own disk (serve's worker)
+    for run_id in (1, 2, 3, 4):
+        (runs_dir / str(run_id)).mkdir(parents=True)
+    shared = api_disk.stat()
+    elsewhere = {"device": shared.st_dev, "inode": shared.st_ino + 10**9}
+    folders = {
+        1: {"device": shared.st_dev, "inode": shared.st_ino},  # the API's: nothing to prefer
+        2: elsewhere,  # held here, with a checkpoint
+        3: elsewhere,  # no checkpoint yet
+        4: elsewhere,  # a checkpoint, but the run file was never written whole
+    }
+    for run_id, files in folders.items():
+        folder = runs_dir / str(run_id)
+        if run_id != 3:
+            (folder / "ckpt_latest.pt").write_bytes(b"weights")
+        claimed = {"id": run_id, "files": {**files, "files": {}}}
+        text = json.dumps(claimed)
+        (folder / RUN_FILE).write_text(text if run_id != 4 else text[:10])
+    worker = Worker(WorkerConfig.from_env(url="http://127.0.0.1:9", data_dir=tmp_path))
+    try:
+        assert worker._checkpoints_here() == [2]
+    finally:
+        worker.api.close()
