@@ -50,6 +50,7 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 # loaded machine) after its checkpoint.
 EXIT_MARGIN_SECONDS = 5.0
 MAX_PREFERRED_RUNS = 1024  # the most run ids a claim may name (app/workers/schemas.py)
+CPU_MAX_NPROC = 1024  # the most ranks a claim may ask for (app/workers/schemas.py)
 
 
 def _env_float(name: str, default: float) -> float:
@@ -306,9 +307,12 @@ class Worker:
         # A run handing its files over holds no slot: its child has exited and its GPUs
         # are free, so the next run trains while the upload goes on.
         while not self._shutting_down and len(self.jobs) < self.slots:
-            claimed = self.api.claim(
-                max_nproc=max(1, len(self._free_gpus())), prefer=self._checkpoints_here()
-            )
+            # One rank per free GPU (a DDP run may have taken several: none free, no
+            # claim); CPU ranks share the cores, so on CPU any run fits.
+            max_nproc = len(self._free_gpus()) if self.gpus else CPU_MAX_NPROC
+            if max_nproc == 0:
+                break
+            claimed = self.api.claim(max_nproc=max_nproc, prefer=self._checkpoints_here())
             if claimed is None:
                 break
             self._launch(claimed)

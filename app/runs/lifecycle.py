@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, select, update
+from sqlalchemy import ColumnElement, case, func, select, update
 from sqlalchemy.orm import Session
 
 from app.events import EventKind, publish
@@ -49,8 +49,9 @@ def claim_next_run(
     max_nproc: int | None = None,
     prefer: Sequence[int] = (),
 ) -> Run | None:
-    """Atomically take the oldest queued run for this worker, or the oldest of `prefer`
-    (runs whose checkpoints it holds) when one of those is queued.
+    """Atomically take the oldest queued run for this worker that asks for at most
+    `max_nproc` ranks, or the oldest of `prefer` (runs whose checkpoints it holds) when
+    one of those is queued.
 
     One statement: UPDATE ... WHERE id = (oldest queued) RETURNING id. On PostgreSQL the
     subquery locks its row FOR UPDATE SKIP LOCKED, so concurrent workers each get a
@@ -59,9 +60,12 @@ def claim_next_run(
     order: list[ColumnElement[Any]] = [Run.created_at, Run.id]  # type: ignore[list-item]
     if prefer:
         order.insert(0, case((Run.id.in_(prefer), 0), else_=1))
+    wanted = [Run.status == RunStatus.queued.value, Run.source == RunSource.launched.value]
+    if max_nproc is not None:  # a DDP run needs a GPU per rank: only what fits now
+        wanted.append(func.coalesce(Run.config["nproc"].as_integer(), 1) <= max_nproc)
     oldest = (
         select(Run.id)
-        .where(Run.status == RunStatus.queued.value, Run.source == RunSource.launched.value)
+        .where(*wanted)
         .order_by(*order)
         .limit(1)
         .with_for_update(skip_locked=True)

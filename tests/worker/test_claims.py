@@ -156,3 +156,23 @@ def test_a_worker_names_the_runs_whose_checkpoints_its_own_disk_holds(tmp_path: 
         assert worker._checkpoints_here() == [2]
     finally:
         worker.api.close()
+
+
+def test_a_worker_claims_only_runs_whose_ranks_fit_its_free_gpus(database_url: str) -> None:
+    db = Database(database_url)
+    with db.session(write=True) as session:
+        one_rank = {key: value for key, value in TINY.items() if key != "nproc"}
+        queued = {"source": RunSource.launched, "status": RunStatus.queued}
+        wide = Run(name="ddp", config={**TINY, "nproc": 4}, **queued)
+        narrow = Run(name="one", config=one_rank, **queued)
+        session.add_all([wide, narrow])
+        session.flush()
+        wide_id, narrow_id = wide.id, narrow.id
+    with db.session(write=True) as session:
+        # One GPU free: the older 4-rank run waits, the 1-rank run (nproc unset) goes.
+        assert claim_next_run(session, "w", max_nproc=1).id == narrow_id  # type: ignore[union-attr]
+    with db.session(write=True) as session:
+        assert claim_next_run(session, "w", max_nproc=3) is None
+    with db.session(write=True) as session:
+        assert claim_next_run(session, "w", max_nproc=4).id == wide_id  # type: ignore[union-attr]
+    db.dispose()
