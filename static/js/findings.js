@@ -57,12 +57,17 @@ export class FindingsPanel {
       last === finding.first_step ? `step ${finding.first_step}` : `steps ${finding.first_step}–${last}`;
     const zoom = el("button", {
       type: "button", className: "finding-zoom",
-      title: "Zoom every chart to these steps",
+      title: `${finding.title}: zoom every chart to these steps`,
       disabled: finding.first_step === null || finding.first_step === undefined,
       onclick: () => this.onSelect(finding),
     }, finding.title);
     const acknowledge = finding.state === "firing"
-      ? el("button", { type: "button", className: "small", onclick: () => this.acknowledge(finding) }, "Acknowledge")
+      // A mark, not a word: the one-line head keeps its width for the finding's title.
+      ? el("button", {
+        type: "button", className: "small acknowledge", "aria-label": "Acknowledge",
+        title: "Acknowledge: keep it listed, stop flagging it as firing",
+        onclick: () => this.acknowledge(finding),
+      }, "✓")
       : null;
     const evidence = finding.evidence && Object.keys(finding.evidence).length
       ? el("details", {}, el("summary", {}, "Evidence"), el("pre", {}, JSON.stringify(finding.evidence, null, 2)))
