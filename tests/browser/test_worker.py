@@ -96,8 +96,9 @@ def test_a_fault_preset_shows_its_finding_in_the_panel_and_on_the_chart(
     codes = ",".join(f"[data-code='{code}']" for code in preset["expected_findings"])
     item = page.locator(f"#findings li:is({codes})").first
     item.wait_for(timeout=TRAINING_TIMEOUT_MS)
-    # One line until expanded: open it as a user would, then read why and what to do.
-    item.locator("summary.finding-head").click()
+    # One line until expanded: open it as a user would (on the line, beside the title,
+    # which zooms the charts instead), then read why and what to do.
+    item.locator("summary .meta").click()
     assert item.locator(".explanation").inner_text() and item.locator(".fix").inner_text()
     finding_id = item.get_attribute("data-finding-id")
     wait_until_ready(page, "loss")
