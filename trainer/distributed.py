@@ -62,7 +62,6 @@ def make_grad_scaler(config: TrainConfig, device: torch.device) -> torch.amp.Gra
     return torch.amp.GradScaler(device.type)
 
 
-
 @dataclass(frozen=True)
 class DistInfo:
     rank: int = 0

@@ -6,9 +6,8 @@ and tells live viewers through the change feed."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-from sqlalchemy import ColumnElement, case, func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
 from app.events import EventKind, publish
@@ -57,16 +56,14 @@ def claim_next_run(
     subquery locks its row FOR UPDATE SKIP LOCKED, so concurrent workers each get a
     different run; on SQLite the write transaction (BEGIN IMMEDIATE) serialises them.
     """
-    order: list[ColumnElement[Any]] = [Run.created_at, Run.id]  # type: ignore[list-item]
-    if prefer:
-        order.insert(0, case((Run.id.in_(prefer), 0), else_=1))
+    held_here_first = [case((Run.id.in_(prefer), 0), else_=1)] if prefer else []
     wanted = [Run.status == RunStatus.queued.value, Run.source == RunSource.launched.value]
     if max_nproc is not None:  # a DDP run needs a GPU per rank: only what fits now
         wanted.append(func.coalesce(Run.config["nproc"].as_integer(), 1) <= max_nproc)
     oldest = (
         select(Run.id)
         .where(*wanted)
-        .order_by(*order)
+        .order_by(*held_here_first, Run.created_at, Run.id)
         .limit(1)
         .with_for_update(skip_locked=True)
         .scalar_subquery()
