@@ -206,8 +206,8 @@ def _describe_lr_too_high(group: _Group, facts: RunFacts) -> None:
     lr = _config_number(facts.config, "lr")
     named = f"learning rate {lr:g}" if lr is not None else "the learning rate"
     group.title = f"The {named[0].lower()}{named[1:]} is too high"
-    group.summary = f"{named[0].upper()}{named[1:]} is too high: " + _joined(
-        _evidence_phrases(group.findings, facts)
+    group.summary = _with_detail(
+        f"{named[0].upper()}{named[1:]} is too high", _evidence_phrases(group.findings, facts)
     )
     lower = f" to about {lr / 10:.2g}-{lr / 3:.2g}" if lr is not None else ""
     clip = _config_number(facts.config, "grad_clip")
@@ -222,8 +222,9 @@ def _describe_missing_warmup(group: _Group, facts: RunFacts) -> None:
     lr = _config_number(facts.config, "lr")
     at = f" at learning rate {lr:g}" if lr is not None else ""
     group.title = f"No warmup{at}: the first steps were unstable"
-    group.summary = f"The run starts at its full learning rate with no warmup{at}: " + _joined(
-        _evidence_phrases(group.findings, facts)
+    group.summary = _with_detail(
+        f"The run starts at its full learning rate with no warmup{at}",
+        _evidence_phrases(group.findings, facts),
     )
     group.fix = (
         "Add a linear warmup (a few hundred steps, or about 1-5% of the run) so the "
@@ -247,7 +248,7 @@ def _describe_lr_too_low(group: _Group, facts: RunFacts) -> None:
     small = [f for f in group.findings if f.code == "update_ratio"]
     if small:
         pieces.append(f"weight updates below the healthy band in {_layer_count(small)}")
-    group.summary = f"{named[0].upper()}{named[1:]} is too low: " + _joined(pieces)
+    group.summary = _with_detail(f"{named[0].upper()}{named[1:]} is too low", pieces)
     higher = f" (try {value * 10:.2g})" if isinstance(value, int | float) else ""
     group.fix = f"Raise the learning rate 3-10x{higher}; a short LR range test finds the edge."
 
@@ -272,9 +273,8 @@ def _describe_bad_batch(group: _Group) -> None:
         value = f.evidence.get("value")
         if value is not None:
             pieces.append(f"the gradient norm jumped to {value:.3g} at step {f.first_step}")
-    group.summary = f"One-off spike{'s' if len(steps) > 1 else ''} at step {where}: " + _joined(
-        pieces
-    )
+    plural = "s" if len(steps) > 1 else ""
+    group.summary = _with_detail(f"One-off spike{plural} at step{plural} {where}", pieces)
     group.fix = (
         "Look at the batch at that step (a wall of one token, corrupted or duplicated data). "
         "The run recovered; if spikes repeat, lower the learning rate or tighten the clip."
@@ -427,6 +427,12 @@ def _count(n: int, noun: str) -> str:
 
 def _joined(phrases: Sequence[str]) -> str:
     return ", ".join(phrases)
+
+
+def _with_detail(head: str, phrases: Sequence[str]) -> str:
+    """The head, then its details after a colon; the head alone when the findings carry
+    no numbers to quote (evidence is free-form JSON: an older version's may lack a key)."""
+    return f"{head}: {_joined(phrases)}" if phrases else head
 
 
 def _sentence(text: str) -> str:

@@ -187,7 +187,9 @@ class RuleEngine:
             if run is None:  # deleted while we judged it
                 return []
             opened = save_episodes(session, run_id, changed, self.rules_by_code)
-            if changed:
+            # Also on the first data judged: a page showing "no data yet" learns that the
+            # run is healthy so far, which no finding would ever tell it.
+            if changed or (not clock_only and self._never_diagnosed(session, run_id)):
                 self._publish_diagnosis(session, run_id)
             self._save_states(
                 session, run_id, rules, open_episodes, None if clock_only else (last_step, marks)
@@ -360,6 +362,9 @@ class RuleEngine:
             elif row.state != state:
                 row.state = state
                 row.updated_at = now()
+
+    def _never_diagnosed(self, session: Session, run_id: int) -> bool:
+        return session.get(RuleState, (run_id, DIAGNOSIS)) is None
 
     def _publish_diagnosis(self, session: Session, run_id: int) -> None:
         """Send the run's diagnosis on its stream when it differs from the last one sent."""

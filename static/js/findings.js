@@ -61,13 +61,14 @@ export class FindingsPanel {
       disabled: finding.first_step === null || finding.first_step === undefined,
       onclick: () => this.onSelect(finding),
     }, finding.title);
+    // With the explanation, not on the one-line head: it is what one does after reading
+    // why, and the head keeps its width for the finding's title.
     const acknowledge = finding.state === "firing"
-      // A mark, not a word: the one-line head keeps its width for the finding's title.
       ? el("button", {
-        type: "button", className: "small acknowledge", "aria-label": "Acknowledge",
-        title: "Acknowledge: keep it listed, stop flagging it as firing",
+        type: "button", className: "small acknowledge",
+        title: "Keep it listed, stop flagging it as firing",
         onclick: () => this.acknowledge(finding),
-      }, "✓")
+      }, "✓ Acknowledge")
       : null;
     const evidence = finding.evidence && Object.keys(finding.evidence).length
       ? el("details", {}, el("summary", {}, "Evidence"), el("pre", {}, JSON.stringify(finding.evidence, null, 2)))
@@ -79,14 +80,16 @@ export class FindingsPanel {
     },
     el("details", { className: "finding-more" },
       el("summary", { className: "finding-head", title: "Why, and what to do" },
-        el("span", { className: `sev sev-${finding.severity}` }, finding.severity),
+        // The left border's colour says the severity (as the charts' ▲ markers do); a badge
+        // would take the width the title needs ("Satur…"). Screen readers still hear it.
+        el("span", { className: "visually-hidden" }, `${finding.severity}: `),
         zoom,
-        el("span", { className: "meta" }, [steps, finding.state === "firing" ? null : finding.state].filter(Boolean).join(" · ")),
-        acknowledge),
+        el("span", { className: "meta" }, [steps, finding.state === "firing" ? null : finding.state].filter(Boolean).join(" · "))),
       el("div", { className: "meta" }, finding.code),
       finding.explanation ? el("p", { className: "explanation" }, finding.explanation) : null,
       finding.fix ? el("p", { className: "fix" }, el("strong", {}, "Fix: "), finding.fix) : null,
-      evidence));
+      evidence,
+      acknowledge));
   }
 
   async acknowledge(finding) {

@@ -140,7 +140,28 @@ export class LineChart extends ChartBase {
       layout.yaxis2 = { title: { text: this.options.y2Title ?? "" }, type: yType, overlaying: "y",
         side: "right", automargin: true, showgrid: false, zeroline: false, ...this.yRange("y2") };
     }
+    this.pinnedRanges = { y: layout.yaxis.range ?? null, y2: layout.yaxis2?.range ?? null };
     return this.draw(traces, layout);
+  }
+
+  /** A flat series is drawn in a fixed range around its value (yRange). Live points that
+   *  leave that value hand the axis back to Plotly's autorange, or they would be drawn
+   *  off the chart (a warmup's rising LR above a range pinned around its first step).
+   *  A range the user has zoomed to since is theirs: it is left alone. */
+  releaseFlatRanges() {
+    const update = {};
+    for (const [axis, pinned] of Object.entries(this.pinnedRanges ?? {})) {
+      if (!pinned) continue;
+      const name = axis === "y" ? "yaxis" : "yaxis2";
+      const shown = this.plot.layout?.[name]?.range;
+      const range = this.yRange(axis).range ?? null;
+      if (range && range[0] === pinned[0] && range[1] === pinned[1]) continue;
+      this.pinnedRanges[axis] = range;
+      if (!shown || shown[0] !== pinned[0] || shown[1] !== pinned[1]) continue;
+      if (range) update[`${name}.range`] = range;
+      else update[`${name}.autorange`] = true;
+    }
+    if (Object.keys(update).length) this.ownLayout(() => window.Plotly.relayout(this.plot, update));
   }
 
   /** Axis settings from the data: a range around a constant series, and on a log axis
@@ -220,7 +241,10 @@ export class LineChart extends ChartBase {
       }
     }
     // Plotly.extendTraces appends to the existing traces instead of rebuilding them.
-    if (indices.length) window.Plotly.extendTraces(this.plot, { x, y }, indices);
+    if (indices.length) {
+      window.Plotly.extendTraces(this.plot, { x, y }, indices);
+      this.releaseFlatRanges();
+    }
     if (this.redecorateOnFlush) {
       this.redecorateOnFlush = false;
       this.redecorate();

@@ -126,11 +126,17 @@ export const RUN_CHARTS = [
     match: (keys) => [
       has(keys, "perf/step_ms") && { key: "perf/step_ms", label: "step ms", color: "#7f7f7f" },
       has(keys, "sys/mem_gb") && { key: "sys/mem_gb", label: "memory GB", color: "#bcbd22", yaxis: "y2" },
+      // The launch form's estimate, logged by our trainer: measured against predicted.
+      has(keys, "sys/mem_estimate_gb") && { key: "sys/mem_estimate_gb", label: "memory estimate GB",
+        color: "#bcbd22", dash: "dot", yaxis: "y2" },
     ].filter(Boolean),
   },
 ];
 
-const CLAIMED_PATTERNS = [/^act\//, /^update\//, /^grad\//, /^param\//, /^data\//, /^train\/lr\/group\d+$/];
+// perf/peak_estimated is a marker, not a series: it says the MFU chart's peak was probed
+// on a CPU (the MFU rule reads it), and charted alone it is a flat line at 1.
+const CLAIMED_PATTERNS = [/^act\//, /^update\//, /^grad\//, /^param\//, /^data\//, /^train\/lr\/group\d+$/,
+  /^perf\/peak_estimated$/];
 
 /** Keys no standard chart draws (besides constants such as data/vocab_size). */
 export function otherKeys(keys) {

@@ -57,9 +57,10 @@ export function configTable(config) {
 /** The diagnosis card (GET /api/runs/{id}/diagnosis): root cause first, its numbers, the
  *  fix and a link that zooms every chart to the evidence; symptoms fold under it. */
 export class DiagnosisCard {
-  constructor(host, { onZoom }) {
+  constructor(host, { onZoom, isActive }) {
     this.host = host;
     this.onZoom = onZoom;
+    this.isActive = isActive;
   }
 
   async load(runId) {
@@ -69,7 +70,9 @@ export class DiagnosisCard {
   render(diagnosis) {
     this.host.hidden = false;
     if (!diagnosis || diagnosis.state === "no_data") {
-      this.host.replaceChildren(el("p", { className: "muted diagnosis-line" }, "Diagnosis: no data yet."));
+      // "Yet" only while more can come: a run that ended without a step is not pending.
+      this.host.replaceChildren(el("p", { className: "muted diagnosis-line" }, this.isActive()
+        ? "Diagnosis: no data yet." : "Diagnosis: none, since the run logged no metrics."));
       return;
     }
     // Healthy with info-level notes still shows them; only an empty list is one line.

@@ -109,6 +109,12 @@ def test_the_log_follows_a_running_run(ui: UI, shared_server: LiveServer) -> Non
     )
     text = page.locator("#log-panel pre").inner_text()
     assert text.count("building the model") == 1  # appended, not re-read
+    # No step yet is "no data yet" only while the run may still log one.
+    diagnosis = page.locator("#diagnosis .diagnosis-line")
+    assert diagnosis.inner_text() == "Diagnosis: no data yet."
+    _set_status(shared_server, run_id, RunStatus.failed, OOM)
+    page.locator("#run-status .status-failed").wait_for()
+    diagnosis.filter(has_text="the run logged no metrics").wait_for()
 
 
 def test_a_queued_run_shows_its_place_in_the_queue(ui: UI, shared_server: LiveServer) -> None:
@@ -179,7 +185,9 @@ def test_findings_are_one_line_with_axis_markers_and_one_band(
 ) -> None:
     run_id = external_run(shared_server, "marks", vocab_size=65)
     ingest(shared_server, run_id, loss_rows(0, 300, **{"train/lr": 1e-3}))
-    long = add_finding(shared_server, run_id, first_step=10, last_step=290, title="Loss plateau")
+    long = add_finding(
+        shared_server, run_id, first_step=10, last_step=290, title="Gradient clipping on most steps"
+    )
     short = add_finding(shared_server, run_id, first_step=150, last_step=155)
     page = ui.page
     page.goto(f"{shared_server.url}/run.html?id={run_id}")
@@ -189,6 +197,11 @@ def test_findings_are_one_line_with_axis_markers_and_one_band(
     assert not item.locator("details.finding-more").evaluate("d => d.open")
     ui.screenshot("findings-panel")
     assert item.bounding_box()["height"] < 60  # one line until expanded
+    # A real rule's title is read whole on that line, not cut to "Gradient clip…".
+    title = item.locator(".finding-zoom")
+    assert title.evaluate("b => b.scrollWidth <= b.clientWidth"), title.evaluate(
+        "b => [b.scrollWidth, b.clientWidth]"
+    )
     page.wait_for_function(
         """() => (document.querySelector('#chart-loss .plot').layout.annotations || [])
             .filter((a) => (a.name || '').startsWith('finding-')).length === 2"""
@@ -206,6 +219,12 @@ def test_findings_are_one_line_with_axis_markers_and_one_band(
     wait_until_ready(page, "lr")
     low, high = _layout(ui, "lr")["yaxis"]["range"]
     assert 0 < low < 1e-3 < high < 2e-3
+    # Once live values leave the constant, the axis follows them (none drawn off-chart).
+    page.locator("#reset-zoom").click()
+    ingest(shared_server, run_id, [{"step": 300, "metrics": {"train/lr": 3e-3}}])
+    page.wait_for_function(
+        "document.querySelector('#chart-lr .plot').layout.yaxis.range[1] >= 3e-3"
+    )
     empty = external_run(shared_server, "no-findings")
     ingest(shared_server, empty, loss_rows(0, 5))
     page.goto(f"{shared_server.url}/run.html?id={empty}")

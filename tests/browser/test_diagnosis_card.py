@@ -135,15 +135,17 @@ def test_a_healthy_run_says_so_in_one_line_and_a_live_diagnosis_replaces_it(
     ui: UI, shared_server: LiveServer
 ) -> None:
     run_id = external_run(shared_server, "healthy-then-bad-batch")
-    loss = noisy_decay(300)
-    ingest(shared_server, run_id, curve_rows(loss[:200]))
-    wait_for_diagnosis(shared_server, run_id, "healthy")
-
     page = ui.page
     page.goto(f"{shared_server.url}/run.html?id={run_id}")
+    page.locator("#diagnosis .diagnosis-line", has_text="no data yet").wait_for()
+
+    # The first steps arrive while the page is open: the healthy verdict replaces "no data
+    # yet" over the stream, though no finding ever announced it.
+    loss = noisy_decay(300)
+    ingest(shared_server, run_id, curve_rows(loss[:200]))
     wait_until_ready(page, "loss")
     line = page.locator("#diagnosis .diagnosis-line.healthy")
-    line.wait_for()
+    line.wait_for(timeout=20_000)
     assert line.inner_text().startswith("No findings")
     assert page.locator("#diagnosis").evaluate("(card) => card.children.length") == 1
     assert page.locator("#diagnosis article.diagnosis").count() == 0

@@ -14,7 +14,8 @@ from sqlalchemy import select
 
 from app.config import Settings
 from app.main import create_app
-from app.models import Event
+from app.models import Event, Finding
+from app.rules.diagnosis import RunFacts, diagnose
 from app.rules.engine import RuleEngine
 from tests.api.helpers import create_external_run, ingest
 from tests.rules.helpers import noisy_decay
@@ -105,7 +106,38 @@ def test_a_bad_batch_a_healthy_run_and_a_run_without_data(app_client: TestClient
         "state": "healthy",
         "diagnoses": [],
     }
+    # With no finding to announce it, the healthy verdict still went out on the stream
+    # (a page opened before the first step showed "no data yet"), once.
+    engine = app_client.app.state.rules  # type: ignore[attr-defined]
+    ingest(app_client, healthy, [{"step": 200, "metrics": {"train/loss": float(loss[-1])}}])
+    judge(app_client)
+    with engine.db.session() as session:
+        sent = session.scalars(
+            select(Event.payload).where(Event.run_id == healthy, Event.kind == "diagnosis")
+        ).all()
+    assert [json.loads(payload)["state"] for payload in sent] == ["healthy"]
     (batch,) = diagnosis(app_client, bad)["diagnoses"]
     assert batch["cause"] == "bad_batch" and batch["first_step"] == 120
     assert "the loss jumped to" in batch["summary"] and "at step 120" in batch["summary"]
     assert app_client.get("/api/runs/999999/diagnosis").status_code == 404
+
+
+def test_spikes_whose_evidence_quotes_no_numbers_still_read_as_a_sentence() -> None:
+    spikes = [
+        Finding(
+            id=i,
+            run_id=1,
+            code="loss_spike",
+            title="Loss spike",
+            severity="warning",
+            state="resolved",
+            first_step=step,
+            last_step=step + 3,
+            evidence={},
+        )
+        for i, step in ((1, 10), (2, 150))
+    ]
+    (batch,) = diagnose(1, RunFacts(config={}), spikes)["diagnoses"]
+    assert batch["summary"] == "One-off spikes at steps 10, 150."
+    (single,) = diagnose(1, RunFacts(config={}), spikes[:1])["diagnoses"]
+    assert single["summary"] == "One-off spike at step 10."

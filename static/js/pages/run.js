@@ -55,6 +55,7 @@ const findings = new FindingsPanel(document.getElementById("findings"), {
 });
 const diagnosis = new DiagnosisCard(document.getElementById("diagnosis"), {
   onZoom: (item) => zoomTo(item.first_step, item.last_step, item.finding_ids?.[0] ?? null),
+  isActive: () => ACTIVE_STATUSES.has(run?.status),
 });
 
 function showError(message) {
@@ -289,6 +290,7 @@ async function onStatus(event) {
   try {
     await loadRun(); // started/finished times come with the full run
     if (!ACTIVE_STATUSES.has(run.status) || run.status === "running") await loadFiles();
+    if (!ACTIVE_STATUSES.has(run.status)) await diagnosis.load(runId); // its final word
   } catch (error) {
     showError(error.message);
   }
