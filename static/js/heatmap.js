@@ -102,7 +102,8 @@ export class HeatmapChart extends ChartBase {
       meta: { keys: rows.map(({ spec }) => spec.key), exact: this.exact },
     };
     const layout = this.baseLayout();
-    if (x.length === 1) {
+    this.singleColumn = x.length === 1;
+    if (this.singleColumn) {
       // One step: a narrow column labelled with its step, not a cell stretched over
       // −0.5…0.5 of the axis.
       Object.assign(layout.xaxis, { range: [x[0] - 10, x[0] + 10], autorange: false, tickvals: [x[0]] });
@@ -134,7 +135,9 @@ export class HeatmapChart extends ChartBase {
     const rows = this.rows();
     const starts = [...this.extensions.values()];
     const start = Math.min(...starts);
-    if (this.exact && starts.every((s) => s === start) && this.aligned(rows)) {
+    // One column was drawn in an axis pinned around its step: columns appended to it
+    // would fall outside, so the second step rebuilds the grid with a free axis.
+    if (this.exact && !this.singleColumn && starts.every((s) => s === start) && this.aligned(rows)) {
       const { x, z } = this.exactColumns(rows, start);
       if (x.length) window.Plotly.extendTraces(this.plot, { x: [x], z: [z] }, [0]);
     } else {

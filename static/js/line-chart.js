@@ -266,6 +266,9 @@ export class LineChart extends ChartBase {
         text: guide.label, showarrow: false, font: { size: 10, color: guide.color ?? "#555" },
       });
     }
+    // Every layer of a per-layer chart turns NaN at the same step: one band and one label
+    // for them all, not five stacked labels in a red smear.
+    const stretches = new Map();
     for (const spec of this.specs) {
       const data = this.data.get(spec.id);
       if (!data?.length) continue;
@@ -273,11 +276,9 @@ export class LineChart extends ChartBase {
         for (const stretch of nonFiniteStretches(data)) {
           const x0 = this.xOf(spec.runId, stretch.first, data.timeAt(stretch.first));
           const x1 = this.xOf(spec.runId, stretch.last, data.timeAt(stretch.last));
-          shapes.push(band(`nonfinite-${spec.id}-${stretch.first}`, x0, x1, NONFINITE_COLOR, 0.18));
-          annotations.push({
-            x: x0, xref: "x", y: 0.96, yref: "paper", xanchor: "left", showarrow: false,
-            text: `${spec.label ?? spec.key}: ${stretch.kind}`, font: { size: 10, color: NONFINITE_COLOR },
-          });
+          const where = `${x0}|${x1}|${stretch.kind}`;
+          if (!stretches.has(where)) stretches.set(where, { id: `${spec.id}-${stretch.first}`, x0, x1, kind: stretch.kind, labels: [] });
+          stretches.get(where).labels.push(spec.label ?? spec.key);
         }
       } else if (spec.kind === "events") {
         for (let i = 0; i < data.length; i++) {
@@ -289,6 +290,15 @@ export class LineChart extends ChartBase {
             text: spec.label, showarrow: false, font: { size: 10, color: "#444" } });
         }
       }
+    }
+    for (const { id, x0, x1, kind, labels } of stretches.values()) {
+      shapes.push(band(`nonfinite-${id}`, x0, x1, NONFINITE_COLOR, 0.18));
+      annotations.push({
+        x: x0, xref: "x", y: 0.96, yref: "paper", xanchor: "left", showarrow: false,
+        text: `${labels.length > 2 ? `${labels.length} series` : labels.join(", ")}: ${kind}`,
+        hovertext: labels.length > 2 ? labels.join(", ") : undefined,
+        font: { size: 10, color: NONFINITE_COLOR },
+      });
     }
     return { shapes, annotations };
   }

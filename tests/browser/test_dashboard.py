@@ -266,6 +266,16 @@ def test_honest_axes(ui: UI, shared_server: LiveServer) -> None:
     heat = page.evaluate("document.querySelector('#chart-act-saturated .plot').data[0]")
     assert (heat["zmin"], heat["zmax"], heat["reversescale"]) == (0, 1, True)
     assert _layout(ui, "act-saturated")["xaxis"]["tickvals"] == [0]
+    # The next instrumented step, live: a second column, in view (the axis is freed).
+    page.locator("#chart-act-saturated").scroll_into_view_if_needed()
+    late = {"act/h0.mlp/frac_saturated": 0.5, "act/h1.mlp/frac_saturated": 0.6}
+    ingest(shared_server, run_id, [{"step": 40, "time": start + 28 * 60 + 80, "metrics": late}])
+    page.wait_for_function(
+        """() => { const plot = document.querySelector('#chart-act-saturated .plot');
+                   return plot.data[0].x.length === 2 && plot.layout.xaxis.autorange !== false
+                     && !plot.layout.xaxis.tickvals; }"""
+    )
+    page.locator("#charts").scroll_into_view_if_needed()
     # Log y: one labelled tick per decade.
     update_axis = _layout(ui, "update-ratio")["yaxis"]
     assert update_axis["type"] == "log" and update_axis["dtick"] == 1

@@ -296,6 +296,19 @@ def test_non_finite_values_are_marked_not_dropped(ui: UI, shared_server: LiveSer
         """() => document.querySelector('#chart-loss .plot').layout.shapes
             .some((s) => (s.name || '').startsWith('nonfinite-') && s.x0 === 20)"""
     )
+    # Four layers turning NaN at one step: one band and one label, not four stacked.
+    layers = [f"update/h{i}/ratio" for i in range(4)]
+    ingest(shared_server, run_id, [{"step": 21, "metrics": dict.fromkeys(layers, 1e-3)}])
+    ingest(shared_server, run_id, [{"step": 22, "metrics": dict.fromkeys(layers, "NaN")}])
+    ui.page.locator("#chart-update-ratio").scroll_into_view_if_needed()
+    marks = ui.page.wait_for_function(
+        """() => { const layout = document.querySelector('#chart-update-ratio .plot')?.layout;
+                   const bands = (layout?.shapes || [])
+                     .filter((s) => (s.name || '').startsWith('nonfinite-'));
+                   return bands.length && [bands.length, (layout.annotations || [])
+                     .filter((a) => (a.text || '').endsWith(': NaN')).map((a) => a.text)]; }"""
+    ).json_value()
+    assert marks == [1, ["4 series: NaN"]]
 
 
 def test_a_live_series_past_its_budget_is_fetched_again_downsampled(
