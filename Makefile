@@ -31,8 +31,9 @@ eval-rules: install
 	$(BIN)/python -m bench.eval_rules
 
 lint: install
-	$(BIN)/ruff check app trainer tests bench alembic
-	$(BIN)/mypy app
+	$(BIN)/ruff check app trainer trainlens tests bench alembic
+	$(BIN)/ruff format --check app trainer trainlens tests bench alembic
+	$(BIN)/mypy app trainlens
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

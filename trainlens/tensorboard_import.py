@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None, out: Any = None) -> int:
         "--config",
         type=_json_object,
         default=None,
-        help='JSON merged into every run\'s config, e.g. \'{"vocab_size": 50257}\' '
+        help="JSON merged into every run's config, e.g. '{\"vocab_size\": 50257}' "
         "so the rules can judge the first loss against ln(vocab)",
     )
     args = parser.parse_args(argv)

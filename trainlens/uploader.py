@@ -51,9 +51,7 @@ def response_detail(response: httpx.Response) -> str:
 
 
 class Uploader:
-    def __init__(
-        self, client: httpx.Client, run_id: int, report: Callable[[str], None]
-    ) -> None:
+    def __init__(self, client: httpx.Client, run_id: int, report: Callable[[str], None]) -> None:
         self.client = client
         self.run_id = run_id
         self.report = report  # called once per refused row or sample
@@ -66,9 +64,7 @@ class Uploader:
         while pending:
             chunk = pending.pop()
             body = b'{"rows":[' + b",".join(line.rstrip(b"\n") for line in chunk) + b"]}"
-            response = self._post(
-                f"/api/runs/{self.run_id}/metrics", body, timeout, chunk, pending
-            )
+            response = self._post(f"/api/runs/{self.run_id}/metrics", body, timeout, chunk, pending)
             if response.is_success:
                 self.rows_sent += len(chunk)
             elif len(chunk) > 1:

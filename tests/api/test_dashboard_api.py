@@ -115,9 +115,7 @@ def test_queue_position_and_phase(client: httpx.Client, settings: Settings) -> N
         "2026-12-02 07:00:00,1 trainlens.job loading dataset shakespeare_char\n"
         "2026-12-02 07:00:03,366 trainer.train building the model\n"
     )
-    assert (
-        client.get(f"/api/runs/{first['id']}").json()["phase"] == "building the model"
-    )
+    assert client.get(f"/api/runs/{first['id']}").json()["phase"] == "building the model"
 
 
 def test_log_tail_and_follow(client: httpx.Client, settings: Settings) -> None:

@@ -87,9 +87,7 @@ def test_schemathesis_finds_nothing(
     for name, value in headers.items():
         command += ["--header", f"{name}: {value}"]
     # cwd: schemathesis keeps a cache in the working directory.
-    result = subprocess.run(
-        command, cwd=tmp_path, capture_output=True, text=True, timeout=300
-    )
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert report_path.exists(), result.stdout[-3000:] + result.stderr[-3000:]
     report: dict[str, Any] = json.loads(report_path.read_text())
     cases = report["test_cases"]["generated"]

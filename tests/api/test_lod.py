@@ -200,9 +200,7 @@ def test_migration_builds_the_summary_of_existing_points(tmp_path: Path) -> None
             text("INSERT INTO metrics VALUES (1, 1, :step, :value, 0, 0.0)"),
             [{"step": s, "value": float((s * 37) % 101)} for s in range(2000)],
         )
-        session.execute(
-            text("INSERT INTO run_series VALUES (1, 1, 0, 1999, 0.0, 0, 0.0)")
-        )
+        session.execute(text("INSERT INTO run_series VALUES (1, 1, 0, 1999, 0.0, 0, 0.0)"))
     db.dispose()
     command.upgrade(alembic_config(url), "head")
     db = Database(url)

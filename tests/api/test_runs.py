@@ -232,9 +232,12 @@ def test_a_deleted_runs_id_is_never_given_to_a_new_run(client: httpx.Client) -> 
     assert client.delete(f"/api/runs/{newest}").status_code == 204
     created = create_external_run(client, name="after")
     assert created > newest > first
-    assert client.post(
-        f"/api/runs/{newest}/metrics", json={"rows": [{"step": 0, "metrics": {"loss": 1.0}}]}
-    ).status_code == 404
+    assert (
+        client.post(
+            f"/api/runs/{newest}/metrics", json={"rows": [{"step": 0, "metrics": {"loss": 1.0}}]}
+        ).status_code
+        == 404
+    )
 
 
 def test_samples_newest_first(client: httpx.Client) -> None:

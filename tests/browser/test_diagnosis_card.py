@@ -42,9 +42,7 @@ def lr_too_high_rows() -> list[dict[str, Any]]:
 
 
 def curve_rows(loss: np.ndarray, first: int = 0) -> list[dict[str, Any]]:
-    return [
-        {"step": first + i, "metrics": {"train/loss": float(v)}} for i, v in enumerate(loss)
-    ]
+    return [{"step": first + i, "metrics": {"train/loss": float(v)}} for i, v in enumerate(loss)]
 
 
 def wait_for_diagnosis(

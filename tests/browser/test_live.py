@@ -54,9 +54,7 @@ def test_live_latency_p95_under_a_second(ui: UI, shared_server: LiveServer) -> N
     for chart in ("loss", "grad-norm", "act-std", "update-ratio", "param-layers"):
         wait_until_ready(ui.page, chart)
 
-    idle = summarize(
-        measure_live_latency(ui.page, shared_server.url, run_id, 500, LATENCY_SAMPLES)
-    )
+    idle = summarize(measure_live_latency(ui.page, shared_server.url, run_id, 500, LATENCY_SAMPLES))
     with cpu_burners(2):
         loaded = summarize(
             measure_live_latency(

@@ -135,9 +135,10 @@ def test_importing_again_reuses_each_run_completes_it_and_fills_in_what_was_adde
     origin = {"format": "tensorboard", "event_files": [_event_file(logdir / "exp1")]}
     body = {"name": "exp1", "source": "external", "config": {"imported_from": origin}}
     cut = httpx.post(f"{live_server.url}/api/runs", json=body).json()["id"]
-    httpx.post(f"{live_server.url}/api/runs/{cut}/metrics", json={"rows": [
-        {"step": 0, "metrics": {"train/loss": 9.0}}
-    ]}).raise_for_status()
+    httpx.post(
+        f"{live_server.url}/api/runs/{cut}/metrics",
+        json={"rows": [{"step": 0, "metrics": {"train/loss": 9.0}}]},
+    ).raise_for_status()
     httpx.post(f"{live_server.url}/api/runs/{cut}/finish", json={"status": "crashed"})
     first = _import(logdir, live_server.url)
     assert first["exp1"] == cut and run_detail(live_server, cut)["status"] == "completed"
@@ -154,8 +155,8 @@ def test_importing_again_reuses_each_run_completes_it_and_fills_in_what_was_adde
     steps, values = series(live_server, first["exp1"], "train/loss")
     assert steps == list(range(HEALTHY_STEPS + 10))
     assert values == expected["exp1"]["train/loss"][1] + [1.5] * 10
-    assert series(live_server, first["sweep/exp2"], "val/loss") == (
-        expected["sweep/exp2"]["val/loss"]
+    assert (
+        series(live_server, first["sweep/exp2"], "val/loss") == (expected["sweep/exp2"]["val/loss"])
     )
 
 

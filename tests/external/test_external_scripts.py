@@ -44,49 +44,79 @@ SCENARIOS = [
     Scenario(
         "lr far too high",
         Recipe(lr=1.0, min_lr=1.0, max_steps=60),
-        "lr_too_high", "divergence", 0, 40,
+        "lr_too_high",
+        "divergence",
+        0,
+        40,
     ),  # fmt: skip
     Scenario(
         "lr far too low",
         Recipe(lr=1e-6, min_lr=1e-6, max_steps=160),
-        "lr_too_low", "plateau", 0, 60,
+        "lr_too_low",
+        "plateau",
+        0,
+        60,
     ),  # fmt: skip
     Scenario(
         "no warmup at a high lr",
         Recipe(lr=1e-2, warmup_steps=0, max_steps=60),
-        "missing_warmup", "stability", 0, 0,
+        "missing_warmup",
+        "stability",
+        0,
+        0,
     ),  # fmt: skip
     Scenario(
         "bad batch at an eval step",
         Recipe(bad_batch_at=100, max_steps=110),
-        "bad_batch", "loss_spike", 100, 0,
+        "bad_batch",
+        "loss_spike",
+        100,
+        0,
     ),  # fmt: skip
     Scenario(
         "non-finite weight",
         Recipe(nan_weight_at=40, max_steps=50),
-        "numerical_instability", "nonfinite", 40, 0,
+        "numerical_instability",
+        "nonfinite",
+        40,
+        0,
     ),  # fmt: skip
     Scenario(
         "x30 output init",
         Recipe(output_scale=30.0, max_steps=40),
-        "init_scale", "init_loss", 0, 0,
+        "init_scale",
+        "init_loss",
+        0,
+        0,
     ),  # fmt: skip
     Scenario(
         "overfit on a tiny corpus",
-        Recipe(corpus_chars=1_500, n_embd=64, lr=3e-3, max_steps=180, eval_interval=10,
-               warmup_steps=10),
-        "overfitting", "overfit", 0, 180,
+        Recipe(
+            corpus_chars=1_500, n_embd=64, lr=3e-3, max_steps=180, eval_interval=10, warmup_steps=10
+        ),
+        "overfitting",
+        "overfit",
+        0,
+        180,
     ),  # fmt: skip
     Scenario(
         "stall",
         # The threshold follows the run's own pace (slow on a busy CI machine): a per-run
         # override keeps the test short, as a user may for a fast script.
         # The client's heartbeats (every 0.5 s here) show the script alive through it.
-        Recipe(stall_at=30, stall_seconds=3.0, max_steps=40,
-               rules={"stalled": {"timeout_seconds": 1.5, "interval_multiple": 5,
-                                  "gap_multiple": 1.5}},
-               client={"heartbeat_interval": 0.5}),
-        "stalled", "stalled", 29, 1,
+        Recipe(
+            stall_at=30,
+            stall_seconds=3.0,
+            max_steps=40,
+            rules={
+                "stalled": {"timeout_seconds": 1.5, "interval_multiple": 5, "gap_multiple": 1.5}
+            },
+            client={"heartbeat_interval": 0.5},
+        ),
+        "stalled",
+        "stalled",
+        29,
+        1,
     ),  # fmt: skip
 ]
 RESULTS: list[tuple[str, str, str, str, str]] = []

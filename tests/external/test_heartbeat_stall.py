@@ -75,7 +75,9 @@ def test_a_hung_script_is_stalled_and_a_dead_one_crashed(server: LiveServer) -> 
     processes = {
         name: subprocess.Popen(
             [sys.executable, "-c", SCRIPT, server.url, name],
-            cwd=ROOT, stdout=subprocess.PIPE, text=True,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
         )  # fmt: skip
         for name in ("hangs", "dies")
     }

@@ -76,8 +76,12 @@ def examples() -> list[Example]:
                 "train/lr": series([1e-3] * 60),
                 "train/loss": series(noisy_decay(60)),
             },
-            {"warmup_steps": 5, "lr": 1e-3, "grad_clip": 1.0,
-             "rules": {"clip_saturation": {"window": 20}}},  # fmt: skip
+            {
+                "warmup_steps": 5,
+                "lr": 1e-3,
+                "grad_clip": 1.0,
+                "rules": {"clip_saturation": {"window": 20}},
+            },  # fmt: skip
         ),
         Example(
             "plateau",
@@ -125,8 +129,13 @@ def examples() -> list[Example]:
         Example(
             "lr_schedule",
             {"train/lr": series([1e-3] * 30), "train/loss": series(noisy_decay(30))},
-            {"lr": 1e-3, "min_lr": 1e-4, "max_steps": 30, "schedule": "constant",
-             "warmup_steps": 10},  # fmt: skip
+            {
+                "lr": 1e-3,
+                "min_lr": 1e-4,
+                "max_steps": 30,
+                "schedule": "constant",
+                "warmup_steps": 10,
+            },  # fmt: skip
         ),
         Example(
             "resume_discontinuity",

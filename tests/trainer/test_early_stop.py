@@ -18,7 +18,8 @@ def test_early_stop_ends_an_overfitting_run_and_keeps_the_best_checkpoint(
 ) -> None:
     patience = 3
     config = preset_config(
-        "overfit", {
+        "overfit",
+        {
             "device": "cpu",
             "sample_interval": 10_000,
             "actions": {"early_stop": {"patience": patience}},

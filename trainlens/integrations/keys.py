@@ -99,6 +99,7 @@ def _canonical(name: str) -> str | None:
         return f"train/lr/group{int(group.group(1)) - 1}"
     return None
 
+
 # run-config field the rules read -> names frameworks' hyperparameters give it
 CONFIG_ALIASES: dict[str, tuple[str, ...]] = {
     "lr": ("learning_rate",),

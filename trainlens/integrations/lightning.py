@@ -104,7 +104,9 @@ class TrainlensLogger(Logger):
             # server keeps the config a run was opened with, so a later call is too late.
             log.warning(
                 "trainlens: run %s is already open; hyperparameters logged after its "
-                "first metric are not in its config: %s", self.run_id, sorted(hyperparams)
+                "first metric are not in its config: %s",
+                self.run_id,
+                sorted(hyperparams),
             )
             return
         self._config = {**hyperparams, **self._config}
@@ -115,7 +117,9 @@ class TrainlensLogger(Logger):
             log.warning(
                 "trainlens: run %s has finished; metrics logged after the Trainer "
                 "finalized its logger are not sent (use a new TrainlensLogger for a "
-                "later trainer.test()): %s", self._finished_id, sorted(metrics)
+                "later trainer.test()): %s",
+                self._finished_id,
+                sorted(metrics),
             )
             return
         values = {self._keys.key(name): float(value) for name, value in metrics.items()}

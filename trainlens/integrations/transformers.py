@@ -33,8 +33,13 @@ log = logging.getLogger(__name__)
 # Trainer's one-off summary at the end of training: not points of a series (its
 # train_loss is the mean over the whole run, not the loss at the last step).
 SUMMARY_KEYS = frozenset(
-    {"train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss",
-     "total_flos"}
+    {
+        "train_runtime",
+        "train_samples_per_second",
+        "train_steps_per_second",
+        "train_loss",
+        "total_flos",
+    }
 )
 # HF scheduler names whose curve the rules know as a cosine (to min_lr, 0 by default)
 COSINE_SCHEDULES = frozenset({"cosine", "cosine_with_min_lr", "cosine_warmup_with_min_lr"})
@@ -89,7 +94,9 @@ class TrainlensCallback(TrainerCallback):
             log.warning(
                 "trainlens: run %s has finished; these logs are not sent (pass "
                 "TrainlensCallback(finish_on_train_end=False) and call finish() yourself "
-                "to log evaluations after training): %s", self._finished_id, sorted(logs)
+                "to log evaluations after training): %s",
+                self._finished_id,
+                sorted(logs),
             )
             return
         self._open(args, state, model)  # an evaluate() before train() opens it too
@@ -150,7 +157,8 @@ def run_config(args: Any, state: Any, model: Any) -> dict[str, Any]:
         "warmup_steps": args.get_warmup_steps(max_steps) if max_steps else None,
         "grad_clip": float(args.max_grad_norm) if args.max_grad_norm else None,
         "schedule": "cosine" if schedule in COSINE_SCHEDULES else schedule,
-        "batch_size": args.train_batch_size * args.gradient_accumulation_steps
+        "batch_size": args.train_batch_size
+        * args.gradient_accumulation_steps
         * max(1, args.world_size),
         "weight_decay": float(args.weight_decay),
         "seed": args.seed,
