@@ -115,8 +115,12 @@ def test_a_child_killed_for_not_stopping_hands_its_last_checkpoint_over_first(
             60,
             "the kill after the grace period",
         )
-        # The outcome came after the hand-over: the checkpoint is at the API already.
+        # The outcome came after the hand-over: the checkpoint is at the API already, and
+        # was written there before the outcome was recorded (same clock: one host), which
+        # holds however fast the upload was.
         assert _step_at_api(api, run_id, run_dir) == 5
+        at_api = api.server.data_dir / "runs" / str(run_id) / "ckpt_latest.pt"
+        assert at_api.stat().st_mtime <= stopped["finished_at"], "outcome before the upload"
         assert stopped["status"] == "stopped" and "killed" in stopped["error"], stopped["error"]
 
         # Resumed (from step 5) and hung again, then the worker is shut down: it kills
