@@ -39,6 +39,16 @@ def test_launch_form_shows_the_memory_estimate_live(ui: UI, shared_server: LiveS
     page.wait_for_function("document.querySelector('#launch-estimate').dataset.fits === 'false'")
     assert "does not fit" in estimate.inner_text() and "optimizer" in estimate.inner_text()
 
+    # Launching it anyway is refused up front, with the reason, and queues nothing.
+    def runs() -> int:
+        return int(httpx.get(f"{shared_server.url}/api/runs").json()["total"])
+
+    before = runs()
+    ui.allow(r"status of 422 .*/api/runs\)")  # the refusal, as the browser logs it
+    page.get_by_role("button", name="Launch", exact=True).click()
+    page.get_by_role("alert").filter(has_text="largest term is optimizer").wait_for()
+    assert runs() == before
+
 
 def test_lr_finder_run_plots_loss_against_lr_and_launches_the_suggestion(
     ui: UI, shared_server: LiveServer
