@@ -7,6 +7,7 @@ import contextlib
 import ipaddress
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -19,6 +20,23 @@ from types import FrameType
 import uvicorn
 
 from app.config import Settings
+
+
+class QuietWorkerPolls(logging.Filter):
+    """Drops the access-log lines of workers' routine polls that succeeded: an idle
+    worker claims twice a second and heartbeats every few seconds, and those lines would
+    bury everything else `make run` prints. A refused poll (4xx, 5xx) is still logged."""
+
+    # uvicorn's access record: (client, method, path with query, HTTP version, status)
+    POLL = re.compile(r"/api/workers/[^/?]+/(claim|heartbeat)(\?|$)")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if not isinstance(args, tuple) or len(args) != 5:
+            return True
+        _, method, path, _, status = args
+        quiet = method == "POST" and str(status).startswith("2") and self.POLL.match(str(path))
+        return not quiet
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -92,6 +110,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         timeout_graceful_shutdown=2,
     )
+    logging.getLogger("uvicorn.access").addFilter(QuietWorkerPolls())  # after uvicorn's setup
     server = ServerStoppingWorkerFirst(config, worker)
     if worker is not None:
         worker.start()

@@ -127,6 +127,7 @@ class LiveServer:
         database_url: str,
         extra_env: dict[str, str] | None = None,
         worker: bool = False,
+        log_level: str = "warning",
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -143,7 +144,7 @@ class LiveServer:
             "PYTHONUNBUFFERED": "1",
             **(extra_env or {}),
         }
-        args = [sys.executable, "-m", "app.cli", "serve", "--log-level", "warning"]
+        args = [sys.executable, "-m", "app.cli", "serve", "--log-level", log_level]
         if not worker:
             args.append("--no-worker")
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 
 from tests.conftest import LiveServer
 from tests.worker.conftest import LIFECYCLE_ENV, Api, wait_for
@@ -146,3 +147,30 @@ def test_a_dead_embedded_worker_is_restarted_and_claims_queued_runs(
 
 def test_healthz_counts_no_worker_when_serve_runs_without_one(api: Api) -> None:
     assert httpx.get(f"{api.server.url}/healthz").json()["workers_alive"] == 0
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_access_log_leaves_out_the_workers_routine_polls(
+    tmp_path: Path, database_url: str
+) -> None:
+    """`make run` logs at info: an idle worker's claims (twice a second) and heartbeats
+    would bury every other line."""
+    server = LiveServer(
+        tmp_path / "quiet", database_url, extra_env=LIFECYCLE_ENV, worker=True, log_level="info"
+    )
+    try:
+        server.wait_ready()
+        api = Api(server)
+        run_id = api.launch(max_steps=100_000)
+        # Running: the worker has claimed it and heartbeats for it.
+        wait_for(lambda: (api.run(run_id)["last_step"] or 0) >= 1, 120, "training to start")
+        marker = f'"GET /api/runs/{run_id}?marker HTTP/1.1" 200'
+        api.client.get(f"/api/runs/{run_id}?marker")
+        wait_for(lambda: marker in server.log_path.read_text(), 30, "the marker's access line")
+        lines = server.log_path.read_text().splitlines()
+        assert any('"POST /api/runs HTTP/1.1" 201' in line for line in lines)
+        assert any("/metrics HTTP/1.1" in line for line in lines)  # the trainer's rows
+        polls = [line for line in lines if "/claim HTTP" in line or "/heartbeat HTTP" in line]
+        assert polls == []
+    finally:
+        server.stop()
