@@ -137,8 +137,11 @@ export class LineChart extends ChartBase {
     layout.yaxis = { title: { text: this.options.yTitle ?? "" }, type: yType, automargin: true,
       exponentformat: "e", zeroline: false, tickformat: this.options.yFormat, ...this.yRange("y") };
     if (this.specs.some((spec) => spec.yaxis === "y2")) {
+      // tickmode "auto": plotly.js 4 syncs an overlaying axis's ticks to the left axis's
+      // grid by default, which labels memory 0.0878, 0.1297, … instead of round numbers.
       layout.yaxis2 = { title: { text: this.options.y2Title ?? "" }, type: yType, overlaying: "y",
-        side: "right", automargin: true, showgrid: false, zeroline: false, ...this.yRange("y2") };
+        side: "right", automargin: true, showgrid: false, zeroline: false, tickmode: "auto",
+        ...this.yRange("y2") };
     }
     this.pinnedRanges = { y: layout.yaxis.range ?? null, y2: layout.yaxis2?.range ?? null };
     return this.draw(traces, layout);

@@ -287,8 +287,11 @@ def test_the_login_form_trades_the_token_for_a_session_cookie(
 
 def test_run_page_lists_other_metrics_of_external_runs(ui: UI, shared_server: LiveServer) -> None:
     run_id = external_run(shared_server, "custom-keys")
-    perf = {"perf/step_ms": 12.0, "sys/mem_gb": 0.25, "sys/mem_estimate_gb": 0.1}
-    rows = [{"step": s, "metrics": {"my/reward": s * 0.5, **perf}} for s in range(30)]
+    perf = {"perf/step_ms": 12.0, "sys/mem_estimate_gb": 0.1}
+    rows = [
+        {"step": s, "metrics": {"my/reward": s * 0.5, "sys/mem_gb": 0.21 + s / 1000, **perf}}
+        for s in range(30)
+    ]
     rows[0]["metrics"]["perf/peak_estimated"] = 1.0  # a marker, as our trainer logs it
     ingest(shared_server, run_id, rows)
     ui.page.goto(f"{shared_server.url}/run.html?id={run_id}")
@@ -300,4 +303,10 @@ def test_run_page_lists_other_metrics_of_external_runs(ui: UI, shared_server: Li
     # gets no chart of its own: "my/reward" is the only other metric.
     wait_until_ready(ui.page, "step-time")
     assert trace(ui.page, "step-time", "sys/mem_estimate_gb")["y"][-1] == 0.1  # type: ignore[index]
+    # The memory axis (right) is labelled in round numbers, not synced to the left grid.
+    labels = ui.page.evaluate(
+        "document.querySelector('#chart-step-time .plot')._fullLayout.yaxis2._vals"
+        ".map((tick) => tick.text)"
+    )
+    assert labels and all(len(label.strip("0.")) <= 2 for label in labels), labels
     assert ui.page.locator("section.chart[id^='chart-other-']").count() == 1
