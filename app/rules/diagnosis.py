@@ -266,7 +266,7 @@ def _describe_bad_batch(group: _Group) -> None:
             text += f" ({ratio:.1f}x its median)"
         resolved = f.evidence.get("steps_to_resolve")
         if text and resolved is not None:
-            text += f", back to its level after {resolved} steps"
+            text += f", back to its level after {_count(int(resolved), 'step')}"
         if text:
             pieces.append(text)
     for f in [f for f in group.findings if f.code == "grad_norm_spike"][:3]:
@@ -308,8 +308,13 @@ def _evidence_phrases(findings: Sequence[Finding], facts: RunFacts) -> list[str]
             # The finding fires on the last of the steps the loss held up; it rose at the first.
             rose_at = f.first_step - int(held) + 1 if isinstance(held, int | float) else 0
             rose_at = max(rose_at, 0)
-            times = f" ({value / ln_v:.1f}x ln V)" if ln_v else ""
-            phrases.append(f"the loss rose to {value:.3g} at step {rose_at}{times}")
+            times = f", {value / ln_v:.1f}x ln V" if ln_v else ""
+            # The value is the firing step's, not the first raised step's: quote each
+            # with its own step, so the text matches the chart.
+            phrases.append(
+                f"the loss rose at step {rose_at} and stayed up "
+                f"({value:.3g} at step {f.first_step}{times})"
+            )
     spikes = by_code.get("loss_spike", [])
     if spikes:
         worst = max(spikes, key=lambda f: f.evidence.get("value") or 0)
@@ -337,7 +342,9 @@ def _evidence_phrases(findings: Sequence[Finding], facts: RunFacts) -> list[str]
             layers = _layers(by_code[code])
             total = facts.layer_counts.get(stat)
             of = f" of {total}" if total and total >= len(layers) else ""
-            phrases.append(f"{len(layers)}{of} {what} ({', '.join(layers[:4])})")
+            more = f", +{len(layers) - 4} more" if len(layers) > 4 else ""
+            named = ", ".join(layers[:4]) + more
+            phrases.append(f"{len(layers)}{of} {what} ({named})")
     for f in by_code.get("nonfinite", [])[:1]:
         key, value = f.evidence.get("key", "the loss"), f.evidence.get("value", "NaN")
         recovered = " and recovered" if f.state != "firing" else ""

@@ -5,6 +5,7 @@ name is a config key (dots reach into nested settings: `faults.nan_step`)."""
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -74,7 +75,10 @@ def parse_filters(filters: list[str]) -> list[Condition]:
                 f"cannot read {text[:80]!r}: write NAME OP VALUE with OP one of "
                 "> >= < <= = != ~ (e.g. 'lr > 1e-3', 'val/loss < 1.6', 'tags ~ baseline')",
             )
-        conditions.append(Condition(match["name"].strip(), match["op"], match["value"]))
+        value = match["value"]
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]  # quoted: 'nan', "my run"
+        conditions.append(Condition(match["name"].strip(), match["op"], value))
     return conditions
 
 
@@ -92,9 +96,12 @@ def as_number(value: Any) -> float | None:
     if isinstance(value, (int, float)):
         return float(value)
     try:
-        return float(str(value))
+        number = float(str(value))
     except ValueError:
         return None
+    # Text that float() reads as NaN or infinity ("nan", "inf") is a word here, not a
+    # number: the preset "nan" must match `preset = nan` and sort by its name.
+    return number if math.isfinite(number) else None
 
 
 def config_value(config: dict[str, Any], name: str) -> Any:

@@ -6,6 +6,7 @@
 // its 422 errors ({field: "config.lr", msg}) is shown beside its input.
 
 import { ApiError, api } from "./api.js";
+import { resolveProperty, schemaDefaults } from "./config-schema.js";
 import { attachEstimate } from "./estimate.js";
 import { el } from "./format.js";
 
@@ -58,28 +59,11 @@ class LaunchForm {
   // -- schema --------------------------------------------------------------------------
 
   resolve(property) {
-    if (property?.$ref) return this.resolve(this.schema.$defs?.[property.$ref.split("/").pop()]);
-    if (property?.anyOf) {
-      const options = property.anyOf.filter((option) => option.type !== "null");
-      const nullable = options.length < property.anyOf.length;
-      if (options.length === 1) return { ...this.resolve(options[0]), ...strip(property), nullable };
-    }
-    return property ?? {};
+    return resolveProperty(this.schema, property);
   }
 
   defaults() {
-    const values = {};
-    const walk = (schema, prefix) => {
-      for (const [name, raw] of Object.entries(schema.properties ?? {})) {
-        const property = this.resolve(raw);
-        const path = prefix ? `${prefix}.${name}` : name;
-        // A nullable object (lr_finder, actions.early_stop) is one JSON field: off when empty.
-        if (property.type === "object" && property.properties && !property.nullable) walk(property, path);
-        else values[path] = raw.default ?? property.default ?? null;
-      }
-    };
-    walk(this.schema, "");
-    return values;
+    return schemaDefaults(this.schema);
   }
 
   // -- building ------------------------------------------------------------------------
@@ -352,10 +336,6 @@ class LaunchForm {
   }
 }
 
-function strip(property) {
-  const { anyOf, ...rest } = property; // eslint-disable-line no-unused-vars
-  return rest;
-}
 
 function flatten(object, prefix = "", out = {}, leaves = new Map()) {
   for (const [name, value] of Object.entries(object ?? {})) {

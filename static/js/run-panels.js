@@ -38,7 +38,7 @@ export function errorBlock(run) {
 
 /** Every config field as a name/value list, nested settings (faults.*) flattened; fault
  *  settings that are set come first, marked, so a failure preset shows its cause. */
-export function configTable(config) {
+export function configTable(config, defaults = null) {
   const rows = [];
   const walk = (object, prefix) => {
     for (const [key, value] of Object.entries(object ?? {})) {
@@ -47,7 +47,10 @@ export function configTable(config) {
     }
   };
   walk(config, "");
-  const isFault = ([name, value]) => name.startsWith("faults.") && value !== null && value !== false && value !== 0;
+  // A fault is set when it differs from its default (output_init_scale's is 1); until
+  // the defaults have loaded, nothing is marked rather than something wrongly.
+  const isFault = ([name, value]) => name.startsWith("faults.") && defaults !== null
+    && name in defaults && JSON.stringify(value) !== JSON.stringify(defaults[name]);
   const ordered = [...rows.filter(isFault), ...rows.filter((row) => !isFault(row))];
   return el("dl", { className: "config-summary config-all", "aria-label": "Configuration" },
     ordered.map((row) => el("div", { className: isFault(row) ? "fault" : "", dataset: { key: row[0] } },

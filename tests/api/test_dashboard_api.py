@@ -100,6 +100,21 @@ def test_filter_by_tag(client: httpx.Client) -> None:
     assert client.get("/api/runs/columns").json()["tags"] == ["baseline"]
 
 
+def test_a_word_that_reads_as_a_float_is_matched_as_a_word(client: httpx.Client) -> None:
+    """The fault preset "nan" (float("nan") parses): `preset = nan` finds its runs,
+    quoted or not, and a run named "inf" sorts by its name, not as a missing value."""
+    faulty = _launch(client, preset="nan", name="inf")["id"]
+    _launch(client, preset="healthy", name="zeta")
+
+    def ids(**params: str) -> list[int]:
+        return [r["id"] for r in client.get("/api/runs", params=params).json()["runs"]]
+
+    for condition in ("preset = nan", "preset = 'nan'", 'preset = "nan"', "preset == NaN"):
+        assert ids(filter=condition) == [faulty], condition
+    assert faulty not in ids(filter="preset != nan")
+    assert ids(sort="name")[0] == faulty  # "inf" before "zeta"
+
+
 def test_queue_position_and_phase(client: httpx.Client, settings: Settings) -> None:
     first = _launch(client, preset="healthy")
     second = _launch(client, preset="healthy")

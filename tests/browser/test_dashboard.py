@@ -69,6 +69,11 @@ def test_a_failed_run_shows_its_error_first_and_refuses_resume(
     # Every config field, the preset's fault setting first and marked.
     fault = page.locator(".config-all .fault").first
     assert fault.get_attribute("data-key", timeout=5000).startswith("faults.")
+    # Only what the preset changed from the defaults: output_init_scale is 1 by default.
+    marked = page.locator(".config-all .fault").evaluate_all(
+        "(all) => all.map((d) => d.dataset.key)"
+    )
+    assert marked == ["faults.nan_step"], marked
     assert page.locator(".config-all [data-key='lr']").count() == 1
     # Checkpoints: step, val loss, size, a download link.
     row = page.locator("#checkpoints tr[data-name='ckpt_latest.pt']")
@@ -177,6 +182,11 @@ def test_runs_table_columns_filter_sort_tags_and_groups(ui: UI, shared_server: L
     page.locator(
         f"tr[data-run-id='{ids['lr-big']}'] td.name a", has_text="baseline"
     ).first.wait_for()
+    # A filter nothing passes says so, and names a key no run has (a typo, mostly).
+    page.locator("#runs-query").fill("lr >= 1e-3; learning_rate > 1")
+    empty = page.locator("#runs-empty")
+    empty.filter(has_text="No run has “learning_rate”").wait_for()
+    assert empty.inner_text().startswith("No runs match these filters.")
     page.evaluate("localStorage.clear()")
 
 

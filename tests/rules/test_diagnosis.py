@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -49,8 +50,10 @@ def test_an_lr_far_too_high_is_one_diagnosis_naming_the_lr_with_the_runs_numbers
     )
     rng = np.random.default_rng(0)
     rows = []
+    losses = {}
     for step in range(260):
         loss = math.log(vocab) * (0.97**step) if step < 2 else 25.0 + rng.normal(0, 0.3)
+        losses[step] = loss
         metrics: dict[str, Any] = {"train/loss": loss, "train/grad_norm": 40 + rng.normal(0, 2)}
         metrics["train/lr"] = 0.5
         if step % 10 == 0:
@@ -64,8 +67,12 @@ def test_an_lr_far_too_high_is_one_diagnosis_naming_the_lr_with_the_runs_numbers
     first = document["diagnoses"][0]
     assert first["cause"] == "lr_too_high" and first["severity"] == "critical"
     summary = first["summary"]
-    assert summary.startswith("Learning rate 0.5 is too high: the loss rose to 2")
-    assert "at step 2 (5.9x ln V)" in summary
+    assert summary.startswith("Learning rate 0.5 is too high: the loss rose at step 2 and ")
+    # The value quoted is the loss at the step quoted beside it (the chart agrees).
+    quoted = re.search(r"\(([\d.]+) at step (\d+), ([\d.]+)x ln V\)", summary)
+    assert quoted is not None, summary
+    value, step = float(quoted[1]), int(quoted[2])
+    assert value == float(f"{losses[step]:.3g}") and quoted[3] == f"{value / math.log(vocab):.1f}"
     assert "x ln V" in summary and "grad norm at the clip on 100% of steps" in summary
     assert "2 of 2 MLP layers saturated (h0.mlp, h1.mlp)" in summary
     assert "0.05" in first["fix"]  # lr / 10
@@ -141,3 +148,27 @@ def test_spikes_whose_evidence_quotes_no_numbers_still_read_as_a_sentence() -> N
     assert batch["summary"] == "One-off spikes at steps 10, 150."
     (single,) = diagnose(1, RunFacts(config={}), spikes[:1])["diagnoses"]
     assert single["summary"] == "One-off spike at step 10."
+    spikes[0].evidence = {"value": 9.0, "ratio": 3.0, "steps_to_resolve": 1}
+    (quoted,) = diagnose(1, RunFacts(config={}), spikes[:1])["diagnoses"]
+    assert quoted["summary"].endswith(
+        "the loss jumped to 9 at step 10 (3.0x its median), back to its level after 1 step."
+    )
+
+
+def test_a_symptom_in_many_layers_names_four_and_counts_the_rest() -> None:
+    layers = ["wte", "wpe", "h0", "h1", "ln_f"]
+    saturated = Finding(
+        id=1,
+        run_id=1,
+        code="update_ratio",
+        title="Update-to-weight ratio out of range",
+        severity="warning",
+        state="firing",
+        first_step=10,
+        last_step=20,
+        evidence={"layers": layers},
+    )
+    facts = RunFacts(config={}, layer_counts={"ratio": 5})
+    (document,) = diagnose(1, facts, [saturated])["diagnoses"]
+    assert "5 of 5 layers with updates outside the healthy band" in document["summary"]
+    assert "(wte, wpe, h0, h1, +1 more)" in document["summary"]

@@ -7,6 +7,7 @@
 // that had to be reopened, everything is fetched again.
 
 import { api, apiUrl } from "../api.js";
+import { schemaDefaults } from "../config-schema.js";
 import { FindingsPanel } from "../findings.js";
 import {
   ACTIVE_STATUSES, RESUMABLE_STATUSES, decodeValue, el, formatCount, formatDuration, formatNumber,
@@ -35,6 +36,7 @@ const loaded = new Promise((resolve) => { markLoaded = resolve; });
 const afterLoad = (handler) => (event) => (run ? handler(event) : loaded.then(() => handler(event)));
 let headerTimer = null;
 let lrFinder = null; // the LR range test's panel, for lr_finder runs
+let configDefaults = null; // TrainConfig's defaults by dotted path, to mark the faults a run set
 
 const header = document.getElementById("run-header");
 const chartsHost = document.getElementById("charts");
@@ -140,7 +142,7 @@ function renderHeader() {
     el("dl", { className: "run-facts", id: "run-facts" }, facts()),
     phaseBanner(run),
     errorBlock(run),
-    Object.keys(config).length ? configTable(config) : null,
+    Object.keys(config).length ? configTable(config, configDefaults) : null,
     el("label", { className: "notes" }, "Notes ",
       el("textarea", { id: "run-notes", rows: 1, value: run.notes ?? "", placeholder: "what this run is for…",
         onchange: (event) => patchRun({ notes: event.target.value }) })),
@@ -313,7 +315,9 @@ async function loadSamples() {
   const samples = await api(`/runs/${runId}/samples`, { params: { limit: SAMPLES_SHOWN } });
   const list = document.getElementById("samples");
   list.replaceChildren(...(samples.length ? samples.map(sampleItem)
-    : [el("li", { className: "muted" }, "No samples yet. The trainer writes one every sample_interval steps.")]));
+    : [el("li", { className: "muted" }, run?.source === "launched"
+      ? "No samples yet. The trainer writes one every sample_interval steps."
+      : "No samples yet. A script adds one with run.sample(step, text).")]));
 }
 
 async function loadFindings() {
@@ -376,6 +380,11 @@ async function main() {
     deleted: () => showError("This run has been deleted."),
     reload: reloadEverything,
   }).start();
+  // Off the critical path: the header is drawn again once the defaults are in.
+  api("/config-schema").then((schema) => {
+    configDefaults = schemaDefaults(schema);
+    if (run) renderHeader();
+  }).catch(() => {});
   try {
     await loadRun();
   } catch (error) {

@@ -53,6 +53,7 @@ const state = {
   loading: null,
   extra: savedColumns(), // chosen config keys and metric keys, in order
   sort: null, // "val/loss" or "-val/loss"
+  known: null, // every name a filter can use (GET /api/runs/columns), once loaded
 };
 
 const tbody = document.querySelector("#runs-table tbody");
@@ -150,10 +151,27 @@ function groupedRows() {
 function render() {
   renderHead();
   tbody.replaceChildren(...groupedRows());
-  document.getElementById("runs-empty").hidden = state.runs.size > 0;
+  const empty = document.getElementById("runs-empty");
+  empty.hidden = state.runs.size > 0;
+  if (!empty.hidden) empty.textContent = emptyMessage();
+  if (!empty.hidden && filters().length && !state.known) knownNames().then(render, () => {});
   moreButton.hidden = state.total <= state.runs.size;
   moreButton.textContent = `Show more (${state.total - state.runs.size} older)`;
   updateCompareButton();
+}
+
+/** Why the table is empty: no runs at all, or none that pass the filters (naming any
+ *  filter key that no run has, which is most often a typo). */
+function emptyMessage() {
+  const conditions = filters();
+  if (!conditions.length && !statusFilter.value && !nameFilter.value.trim()) {
+    return "No runs here yet. Launch one above, or log from your own script (see the README).";
+  }
+  const unknown = state.known ? conditions
+    .map((condition) => condition.split(/\s*(?:>=|<=|!=|==|=|>|<|~)/)[0].trim())
+    .filter((name) => name && !state.known.has(name)) : [];
+  return "No runs match these filters." + (unknown.length
+    ? ` No run has ${unknown.map((name) => `“${name}”`).join(", ")}: see Columns… for the names there are.` : "");
 }
 
 function row(run) {
@@ -242,9 +260,19 @@ function editTags(run) {
 
 // -- columns ---------------------------------------------------------------------------
 
+let columnsLoading = null;
+
+/** The names filters can use, loaded once: for the filter box's suggestions and to name
+ *  a filter key no run has. */
+function knownNames() {
+  columnsLoading ??= loadColumns().catch((error) => { columnsLoading = null; throw error; });
+  return columnsLoading;
+}
+
 async function loadColumns() {
   const columns = await api("/runs/columns");
   const names = [...columns.config, ...columns.metrics];
+  state.known = new Set([...columns.fields, ...names]);
   document.getElementById("runs-query-names").replaceChildren(
     ...[...columns.fields, ...names].map((name) => el("option", { value: name })));
   const option = (name) => el("label", {}, el("input", { type: "checkbox", value: name, checked: state.extra.includes(name),
@@ -322,6 +350,7 @@ nameFilter.addEventListener("input", () => {
   nameTimer = setTimeout(load, 250);
 });
 let queryTimer = null;
+queryBox.addEventListener("focus", () => knownNames().catch(() => {}), { once: true });
 queryBox.addEventListener("input", () => {
   clearTimeout(queryTimer);
   queryTimer = setTimeout(load, 350);
