@@ -268,6 +268,7 @@ class _Run:
         self.timing.checkpoint(time.perf_counter() - t0)
         val_loss = self.best_val_loss if name == BEST else self.last_val_loss
         write_checkpoint_info(path, {"step": next_step, "val_loss": val_loss})
+        log.info("saved %s (resumes at step %d)", path.name, next_step)
         if name == LATEST:
             self.last_checkpoint, self.last_checkpoint_step = path, next_step
             self.faults.after_checkpoint()
@@ -325,6 +326,15 @@ class _Run:
             finder_done = finder is not None and self._lr_finder_step(finder, step, metrics)
             if self.dist.is_main:
                 self.sink.log(step, metrics, time.time())
+                if instrument:  # a progress line for the run's log, as nanoGPT prints
+                    log.info(
+                        "step %d: loss %.4f, lr %.3g, %.1f ms, %.0f tokens/s",
+                        step,
+                        loss,
+                        lr,
+                        step_time * 1000,
+                        metrics["perf/tokens_per_sec"],
+                    )
             if finder_done:
                 return self._result("completed", step + 1, last_loss, self.lr_finder_reason)
 
@@ -449,6 +459,8 @@ class _Run:
         reason: str | None,
     ) -> TrainResult:
         self.sink.flush()
+        if self.dist.is_main:
+            log.info("%s at step %d%s", status, step, f": {reason}" if reason else "")
         return TrainResult(
             status, step, self.best_val_loss, last_loss, reason, self.last_checkpoint
         )
@@ -467,6 +479,8 @@ class _Run:
         val_loss, train_loss = (all_reduce_sum(pair, self.dist) / self.dist.world_size).tolist()
         self.timing.eval(time.perf_counter() - t0)
         self.last_val_loss = val_loss if math.isfinite(val_loss) else None
+        if self.dist.is_main:
+            log.info("step %d: val loss %.4f, train loss %.4f (eval)", step, val_loss, train_loss)
         metrics = {"val/loss": val_loss, "train/loss_eval": train_loss}
         early_stop = self.config.actions.early_stop
         min_delta = early_stop.min_delta if early_stop is not None else 0.0

@@ -60,6 +60,29 @@ def test_every_step_and_eval_logs_the_canonical_keys(tmp_path: Path, corpus: str
     assert rows[0]["data/vocab_size"] == len(set(corpus))
 
 
+def test_the_runs_log_reads_like_nanogpts(
+    tmp_path: Path, corpus: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The dashboard's log viewer tails these lines: progress on instrument steps, each
+    eval, each checkpoint, and how the run ended, with the numbers the metrics hold."""
+    config = tiny_config(max_steps=6, eval_interval=3, instrument_interval=2, checkpoint_interval=4)
+    with caplog.at_level("INFO", logger="trainer.train"):
+        result, sink = run(config, corpus, tmp_path)
+    rows = dict(sink.rows)
+    lines = [r.getMessage() for r in caplog.records if r.name == "trainer.train"]
+    progress = [line for line in lines if " ms, " in line]
+    assert [line.split(":")[0] for line in progress] == ["step 0", "step 2", "step 4"]
+    assert progress[1].startswith(f"step 2: loss {rows[2]['train/loss']:.4f}, ")
+    evals = [line for line in lines if "val loss" in line]
+    assert evals[0] == (
+        f"step 0: val loss {rows[0]['val/loss']:.4f}, "
+        f"train loss {rows[0]['train/loss_eval']:.4f} (eval)"
+    )
+    assert len(evals) == 3
+    assert any(line.startswith("saved ckpt_latest") and "step 4" in line for line in lines)
+    assert lines[-1] == f"{result.status} at step 6"
+
+
 def test_instrument_keys_are_per_layer_in_depth_order(tmp_path: Path, corpus: str) -> None:
     config = tiny_config(max_steps=1, warmup_steps=0, n_layer=3)
     _, sink = run(config, corpus, tmp_path)
