@@ -9,6 +9,16 @@ from pydantic import Field
 from app.rules.base import Observation, Rule, RunView, SeriesView, Severity, Thresholds
 from app.rules.layers import layer_keys, new_positions, runs_ending_at, trailing_median
 
+TOO_SMALL_FIX = (
+    "Raise the learning rate (for Adam, ~1e-3 for small GPTs, ~6e-4 for GPT-2 small) and "
+    "check that the layer is not frozen or its gradients clipped to nothing. A single "
+    "layer out of line points at its init scale or its weight decay."
+)
+TOO_LARGE_FIX = (
+    "Lower the learning rate, lengthen warmup and set grad_clip (1.0). A single layer out "
+    "of line points at its init scale or its weight decay."
+)
+
 
 class UpdateRatioThresholds(Thresholds):
     # The healthy band for ||dW|| / ||W|| per step (about 1e-3 is typical). The lower
@@ -43,12 +53,7 @@ class UpdateRatio(Rule):
     code = "update_ratio"
     title = "Update-to-weight ratio out of range"
     severity = "info"
-    fix = (
-        "Too small: raise the learning rate (for Adam, ~1e-3 for small GPTs, ~6e-4 for "
-        "GPT-2 small) and check that the layer is not frozen or its gradients clipped to "
-        "nothing. Too large: lower the learning rate, lengthen warmup and set grad_clip "
-        "(1.0). A single layer out of line points at its init scale or its weight decay."
-    )
+    fix = f"Too small: {TOO_SMALL_FIX} Too large: {TOO_LARGE_FIX}"  # each case gets its own
     per_layer = True
     thresholds = UpdateRatioThresholds
     pending_for = 3  # three instrument points in a row
@@ -113,7 +118,8 @@ def _judge(
             }
             detail = _describe(key, median, step, limits, float(low[index]), int(runs[index]))
             severity: Severity = "warning" if far[index] or long else "info"
-            judged.append(Observation(step, True, layer, severity, evidence, detail))
+            fix = TOO_SMALL_FIX if below[index] else TOO_LARGE_FIX
+            judged.append(Observation(step, True, layer, severity, evidence, detail, fix))
     return judged
 
 

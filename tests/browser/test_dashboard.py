@@ -256,6 +256,7 @@ def test_honest_axes(ui: UI, shared_server: LiveServer) -> None:
             "perf/mfu": 0.31,
         }
         rows.append({"step": step, "time": at, "metrics": metrics})
+    rows[10]["metrics"]["val/loss"] = 2.95  # evaluated once: the header says how stale
     rows[0]["metrics"].update(
         {"act/h0.mlp/frac_saturated": 0.02, "act/h1.mlp/frac_saturated": 0.04}
     )
@@ -272,6 +273,7 @@ def test_honest_axes(ui: UI, shared_server: LiveServer) -> None:
     page.goto(f"{shared_server.url}/run.html?id={run_id}")
     for chart in ("loss", "update-ratio", "act-saturated", "throughput", "mfu"):
         wait_until_ready(page, chart)
+    assert page.locator("#val-loss-step").inner_text().strip() == "@10"
     # Fractions colour from 0 to 1; a one-step heatmap is a column labelled by its step.
     heat = page.evaluate("document.querySelector('#chart-act-saturated .plot').data[0]")
     assert (heat["zmin"], heat["zmax"], heat["reversescale"]) == (0, 1, True)
@@ -327,7 +329,7 @@ def test_html_404_page(ui: UI, shared_server: LiveServer) -> None:
 def test_compare_any_metric_config_diff_and_finding_markers(
     ui: UI, shared_server: LiveServer
 ) -> None:
-    first = external_run(shared_server, "cmp-lr-1e-3", lr=1e-3, n_layer=4, seed=1)
+    first = external_run(shared_server, "cmp-lr-1e-3", lr=1e-3, n_layer=4, seed=1, dropout=0.1)
     second = external_run(shared_server, "cmp-lr-3e-3", lr=3e-3, n_layer=4, seed=1)
     for run_id, shift in ((first, 0.0), (second, 0.2)):
         rows = loss_rows(0, 120)
@@ -349,6 +351,13 @@ def test_compare_any_metric_config_diff_and_finding_markers(
         "rows => rows.map((r) => r.dataset.key)"
     )
     assert diff_keys == ["lr"]
+    # A key only one run has is no difference to lead with: it folds under the table.
+    partial = page.locator("#config-partial")
+    assert not partial.evaluate("d => d.open")
+    assert partial.locator("summary").inner_text() == "1 more set in only some of the runs"
+    assert partial.locator("tr[data-partial-key]").evaluate_all(
+        "rows => rows.map((r) => r.dataset.partialKey)"
+    ) == ["dropout"]
     # The second run's finding marks the axis of the charts.
     page.wait_for_function(
         f"""() => (document.querySelector('#chart-train-loss .plot').layout.annotations || [])

@@ -17,6 +17,7 @@ def test_updates_too_small_are_info_then_warning_when_they_last() -> None:
     # 3 transient points skipped, then a full 5-point window: judged from step 70.
     assert episode.first_step == 70 and episode.last_step == 390
     assert episode.severity == "warning"  # below the band for 20 points in a row
+    assert episode.fix is not None and episode.fix.startswith("Raise the learning rate")
     assert episode.evidence["points_outside"] == 20 and episode.evidence["step"] == 260
     short = findings(UpdateRatio, ratios("h0", [2e-5] * 20))
     assert short[0].severity == "info" and short[0].evidence["median_ratio"] == 2e-5
@@ -28,6 +29,7 @@ def test_updates_far_too_large_warn_at_once() -> None:
     assert episode.subject == "wpe" and episode.first_step == 70
     assert episode.severity == "warning" and episode.evidence["median_ratio"] == 0.2
     assert episode.evidence["high"] == 0.01 and episode.evidence["far_factor"] == 10.0
+    assert episode.fix is not None and episode.fix.startswith("Lower the learning rate")
 
 
 def test_a_decaying_learning_rate_lowers_the_floor() -> None:

@@ -126,7 +126,9 @@ function applyMetricChoice(event) {
   updateCharts();
 }
 
-/** Config keys whose values differ between the runs (nested keys flattened). */
+/** Config keys whose values differ between the runs (nested keys flattened). A key that
+ *  some runs lack and the others agree on is not a difference worth the first screen (a
+ *  launched run's full config beside a script's few keys): those fold under the table. */
 function renderConfigDiff() {
   const flat = (object, prefix = "", out = {}) => {
     for (const [key, value] of Object.entries(object ?? {})) {
@@ -139,15 +141,20 @@ function renderConfigDiff() {
   const configs = list.map((run) => flat(run.config));
   const keys = [...new Set(configs.flatMap(Object.keys))].sort();
   const text = (value) => (value === undefined ? "—" : value === null ? "null" : String(value));
-  const differing = keys.filter((key) => new Set(configs.map((config) => text(config[key]))).size > 1);
+  const valuesOf = (key) => new Set(configs.filter((config) => key in config).map((config) => text(config[key])));
+  const differing = keys.filter((key) => valuesOf(key).size > 1);
+  const partial = keys.filter((key) => valuesOf(key).size === 1 && configs.some((config) => !(key in config)));
+  const table = (rowKeys, attribute) => el("table", { className: "config-diff" },
+    el("thead", {}, el("tr", {}, el("th", {}, "config"), list.map((run) => el("th", {},
+      el("span", { className: "swatch", style: `background:${colorOf(run.id)}` }), ` ${run.name}`)))),
+    el("tbody", {}, rowKeys.map((key) => el("tr", { dataset: { [attribute]: key } }, el("th", { scope: "row" }, key),
+      configs.map((config) => el("td", {}, text(config[key])))))));
   const host = document.getElementById("config-diff");
-  host.replaceChildren(differing.length
-    ? el("table", { className: "config-diff" },
-      el("thead", {}, el("tr", {}, el("th", {}, "config"), list.map((run) => el("th", {},
-        el("span", { className: "swatch", style: `background:${colorOf(run.id)}` }), ` ${run.name}`)))),
-      el("tbody", {}, differing.map((key) => el("tr", { dataset: { key } }, el("th", { scope: "row" }, key),
-        configs.map((config) => el("td", {}, text(config[key])))))))
-    : el("p", { className: "muted" }, list.length > 1 ? "The configs are identical." : ""));
+  host.replaceChildren(
+    differing.length ? table(differing, "key")
+      : el("p", { className: "muted" }, list.length > 1 ? "The configs that the runs share are identical." : ""),
+    partial.length ? el("details", { id: "config-partial" },
+      el("summary", {}, `${partial.length} more set in only some of the runs`), table(partial, "partialKey")) : null);
   host.previousElementSibling.textContent = `Config differences (${differing.length})`;
 }
 

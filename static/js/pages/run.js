@@ -96,7 +96,9 @@ function facts() {
       run.max_steps && step !== null ? el("progress", { max: run.max_steps, value: Math.min(step + 1, run.max_steps),
         "aria-label": "progress" }) : null],
     ["Train loss", formatNumber(value("train/loss"))],
-    ["Val loss", formatNumber(value("val/loss"))],
+    // Evaluated every eval_interval steps: its step says how fresh it is.
+    ["Val loss", formatNumber(value("val/loss")), latest["val/loss"] && latest["val/loss"].step !== step
+      ? el("span", { className: "muted", id: "val-loss-step" }, ` @${formatCount(latest["val/loss"].step)}`) : null],
     ["Tokens/s", formatRate(value("perf/tokens_per_sec"))],
     // MFU against a nominal peak: on a CPU that peak is a guess, so it is marked as one.
     ["MFU (est.)", formatPercent(value("perf/mfu"))],
