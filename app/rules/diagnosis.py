@@ -41,6 +41,7 @@ LR_SYMPTOMS = (
     "nonfinite",
     "lr_schedule",
 )
+ADAM_USUAL_MAX_LR = 1e-3  # above it, small GPTs trained with Adam rarely stay stable
 EARLY_STEPS = 200  # symptoms that begin before this step may be the missing warmup's
 
 
@@ -210,11 +211,27 @@ def _describe_lr_too_high(group: _Group, facts: RunFacts) -> None:
         f"{named[0].upper()}{named[1:]} is too high", _evidence_phrases(group.findings, facts)
     )
     lower = f" to about {lr / 10:.2g}-{lr / 3:.2g}" if lr is not None else ""
+    # 3-10x lower from far too high is still too high: say where Adam usually trains.
+    usual = (
+        "; with Adam, GPTs of this size usually train at 1e-4 to 1e-3"
+        if lr is not None and lr / 10 > ADAM_USUAL_MAX_LR
+        else ""
+    )
     clip = _config_number(facts.config, "grad_clip")
     extra = "" if clip else "; turn on gradient clipping at 1.0"
+    first = min((f.first_step for f in group.findings if f.first_step is not None), default=None)
+    if first == 0:
+        restart = "Restart from scratch: the trouble began at the first step."
+    elif first is not None:
+        restart = (
+            f"Restart from a checkpoint taken before step {first}, or from scratch if none "
+            "is that early."
+        )
+    else:
+        restart = "Restart from a checkpoint taken before the first symptom."
     group.fix = (
-        f"Lower the learning rate{lower} (3-10x lower) and keep a warmup of a few hundred "
-        f"steps{extra}. Restart from a checkpoint taken before the first symptom."
+        f"Lower the learning rate{lower} (3-10x lower{usual}) and keep a warmup of a few "
+        f"hundred steps{extra}. {restart}"
     )
 
 
