@@ -187,13 +187,15 @@ class RuleEngine:
             if run is None:  # deleted while we judged it
                 return []
             opened = save_episodes(session, run_id, changed, self.rules_by_code)
-            # Also on the first data judged: a page showing "no data yet" learns that the
-            # run is healthy so far, which no finding would ever tell it.
-            if changed or (not clock_only and self._never_diagnosed(session, run_id)):
-                self._publish_diagnosis(session, run_id)
             self._save_states(
                 session, run_id, rules, open_episodes, None if clock_only else (last_step, marks)
             )
+            # _save_states loaded the run's rule_states rows: this lookup costs no query.
+            sent = session.get(RuleState, (run_id, DIAGNOSIS))
+            # Also on the first data judged: a page showing "no data yet" learns that the
+            # run is healthy so far, which no finding would ever tell it.
+            if changed or (not clock_only and sent is None):
+                self._publish_diagnosis(session, run_id, sent)
             self._act(session, run, opened)
             payloads = [finding_payload(finding) for finding in opened]
             webhook = _webhook_url(run, self.settings)
@@ -363,15 +365,10 @@ class RuleEngine:
                 row.state = state
                 row.updated_at = now()
 
-    def _never_diagnosed(self, session: Session, run_id: int) -> bool:
-        return session.get(RuleState, (run_id, DIAGNOSIS)) is None
-
-    def _publish_diagnosis(self, session: Session, run_id: int) -> None:
-        """Send the run's diagnosis on its stream when it differs from the last one sent."""
+    def _publish_diagnosis(self, session: Session, run_id: int, row: RuleState | None) -> None:
+        """Send the run's diagnosis on its stream when it differs from the last one sent
+        (`row`: the rule_states row holding that one, if any)."""
         document = run_diagnosis(session, self.store, run_id)
-        row = session.scalars(
-            select(RuleState).where(RuleState.run_id == run_id, RuleState.code == DIAGNOSIS)
-        ).first()
         if row is not None and row.state.get("document") == document:
             return
         publish(session, run_id, EventKind.diagnosis, document)
